@@ -1,0 +1,70 @@
+"""Debian release profiles: everything that differs between the releases we install.
+
+A profile is data only; templates and the image builder read it. Adding a release is adding
+one entry here (and a preseed family if its debconf keys differ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    number: int
+    init: str                      # "systemd" or "sysvinit"
+    drbd_utils: str                # drbd8-utils on wheezy, drbd-utils later
+    ntp_package: str
+    ntp_conf: str                  # where the NTP daemon reads its servers
+    kvm_package: str               # the package providing /usr/bin/kvm
+    ganeti_package: str            # apt syntax; wheezy takes ganeti from backports
+    archived: bool = False         # only on an archive mirror (no security, no updates)
+    backports: bool = False        # add <suite>-backports to the apt sources
+    preseed_family: str = "modern"
+    extra_packages: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def security_suite(self) -> str:
+        return f"{self.name}-security"
+
+    def node_packages(self, hypervisor: str) -> list[str]:
+        """Packages every node of this release needs (the paper's sections 2.5-2.9)."""
+        pkgs = [
+            self.ganeti_package, self.drbd_utils, "lvm2", "vlan", "bridge-utils",
+            "ifupdown", self.ntp_package, "openssh-server", "linux-image-amd64",
+            "grub-pc", "grub-efi-amd64-bin", "iproute2", "iputils-ping", "kmod", "udev",
+            "ca-certificates",
+        ]
+        if hypervisor == "kvm":
+            # Minimal installs skip Recommends: name the hypervisor or verify fails.
+            pkgs.append(self.kvm_package)
+        pkgs.extend(self.extra_packages)
+        return pkgs
+
+
+RELEASES: dict[str, Release] = {
+    "wheezy": Release(
+        name="wheezy", number=7, init="sysvinit", drbd_utils="drbd8-utils",
+        ntp_package="ntp", ntp_conf="/etc/ntp.conf", kvm_package="qemu-kvm",
+        ganeti_package="ganeti/wheezy-backports", archived=True, backports=True,
+        preseed_family="wheezy",
+    ),
+    "bullseye": Release(
+        name="bullseye", number=11, init="systemd", drbd_utils="drbd-utils",
+        ntp_package="ntp", ntp_conf="/etc/ntp.conf", kvm_package="qemu-system-x86",
+        ganeti_package="ganeti", extra_packages=("systemd-sysv", "python3-cffi-backend"),
+    ),
+    "bookworm": Release(
+        name="bookworm", number=12, init="systemd", drbd_utils="drbd-utils",
+        ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
+        ganeti_package="ganeti", extra_packages=("systemd-sysv", "python3-cffi-backend"),
+    ),
+    "trixie": Release(
+        name="trixie", number=13, init="systemd", drbd_utils="drbd-utils",
+        ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
+        ganeti_package="ganeti", extra_packages=("systemd-sysv", "python3-cffi-backend"),
+    ),
+}
+
+DEFAULT_RELEASE = "bookworm"
