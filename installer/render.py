@@ -1,0 +1,96 @@
+"""`render`: plans, PXE tree, dnsmasq configuration and a browsable copy of each node's files.
+
+Everything is rendered in memory and checked first; only then is OUTDIR written, so a bad
+cluster file or a template fault leaves no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from installer import planschema
+from installer.config import Cluster
+from installer.errors import InstallerError
+from installer.plan import PlanRenderer
+
+
+def render_plans(cluster: Cluster) -> dict[str, dict]:
+    """Plan per node name, each checked against the plan schema."""
+    renderer = PlanRenderer(cluster)
+    schema = planschema.load_schema()
+    plans = {}
+    for node in cluster.nodes:
+        plan = renderer.render(node)
+        problems = planschema.check(plan, schema)
+        if problems:
+            raise InstallerError(f"rendered plan of {node.name} breaks the plan schema "
+                                 f"(a bug in ganeti-installer): {problems[0]}")
+        plans[node.name] = plan
+    return plans
+
+
+def _write(path: str, content: str, mode: int = 0o644) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(content)
+    os.chmod(path, mode)
+
+
+def write_plans(plans: dict[str, dict], outdir: str) -> list[str]:
+    """OUTDIR/plans/<name>.json and OUTDIR/nodes/<name>/<target path> for every file."""
+    written = []
+    for name, plan in plans.items():
+        rel = f"plans/{name}.json"
+        _write(os.path.join(outdir, rel), json.dumps(plan, indent=2, sort_keys=True) + "\n",
+               0o600)  # holds the root password hash
+        written.append(rel)
+        tree = os.path.join(outdir, "nodes", name)
+        if os.path.isdir(tree):
+            shutil.rmtree(tree)  # files a changed cluster file no longer makes must go
+        for d in plan["directories"]:
+            os.makedirs(tree + d["path"], exist_ok=True)
+            os.chmod(tree + d["path"], int(d["mode"], 8))
+        for f in plan["files"]:
+            _write(tree + f["path"], f["content"], int(f["mode"], 8))
+            written.append(f"nodes/{name}{f['path']}")
+        for e in plan["edits"]:
+            _write(f"{tree}{e['path']}.edit",
+                   f"# ganeti-installer edits this file of the OS, it does not replace it:\n"
+                   f"# in section '{e['section']}', the line matching {e['match']}\n"
+                   f"# becomes (or, if none matches, gains) the line:\n{e['line']}\n")
+            written.append(f"nodes/{name}{e['path']}.edit")
+        _write(os.path.join(tree, "debconf-selections"), plan["debconf"])
+        written.append(f"nodes/{name}/debconf-selections")
+    return written
+
+
+def render(cluster: Cluster, outdir: str) -> list[str]:
+    """Render everything but images into OUTDIR; return the paths written (relative)."""
+    from installer import dnsmasq, pxe  # the PXE side reads the same model
+
+    plans = render_plans(cluster)
+    # Stage in a sibling temp dir, then move into place: a failure writes nothing.
+    parent = os.path.dirname(os.path.abspath(outdir))
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".render-", dir=parent)
+    try:
+        written = write_plans(plans, stage)
+        written += pxe.render_pxe(cluster, stage)
+        written += dnsmasq.render_dnsmasq(cluster, stage)
+        _install(stage, outdir, written)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return written
+
+
+def _install(stage: str, outdir: str, written: list[str]) -> None:
+    """Move the staged files into OUTDIR, keeping what `build` put there (images)."""
+    os.makedirs(outdir, exist_ok=True)
+    for top in sorted({w.split("/")[0] for w in written}):
+        target = os.path.join(outdir, top)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(stage, top), target)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the bundled examples, loaded with a fixed mirror so that rendered files
+do not depend on the apt sources of the machine running the tests."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+
+import pytest
+
+from installer import config
+from installer.mirror import HostMirror
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(REPO, "examples")
+TEST_MIRROR = HostMirror("http://mirror.test/debian", "http://mirror.test/debian-security")
+
+
+def fixed_mirror() -> HostMirror:
+    return TEST_MIRROR
+
+
+def example_path(name: str) -> str:
+    return os.path.join(EXAMPLES, name)
+
+
+def example_data(name: str = "cluster.toml") -> dict:
+    with open(example_path(name), "rb") as f:
+        return tomllib.load(f)
+
+
+def load_example(name: str = "cluster.toml") -> config.Cluster:
+    return config.load(example_path(name), host_mirror_fn=fixed_mirror)
+
+
+def cluster_from(data: dict, path: str = "test.toml") -> config.Cluster:
+    return config.parse(copy.deepcopy(data), path, host_mirror_fn=fixed_mirror)
+
+
+@pytest.fixture
+def bookworm():
+    return load_example("cluster.toml")
+
+
+@pytest.fixture
+def wheezy():
+    return load_example("paper-wheezy.toml")
