@@ -113,6 +113,7 @@ class PlanRenderer:
             "users": {"root": {"password_hash": self.cluster.root_password_hash}},
             "hooks": self.hooks,
             "report": {"url": f"{self.cluster.provisioning.base_url}/api/v1/nodes/{node.name}"},
+            "kernel_args": "console=tty0 console=ttyS0,115200n8",
             "finish": "reboot",
         }
 

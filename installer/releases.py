@@ -35,6 +35,7 @@ class Release:
             "ifupdown", self.ntp_package, "openssh-server", "linux-image-amd64",
             "grub-pc", "grub-efi-amd64-bin", "iproute2", "iputils-ping", "kmod", "udev",
             "ca-certificates",
+            "ndisc6",   # a Recommends of ganeti; installs skip Recommends
         ]
         if hypervisor == "kvm":
             # Minimal installs skip Recommends: name the hypervisor or verify fails.
@@ -53,17 +54,20 @@ RELEASES: dict[str, Release] = {
     "bullseye": Release(
         name="bullseye", number=11, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntp", ntp_conf="/etc/ntp.conf", kvm_package="qemu-system-x86",
-        ganeti_package="ganeti", extra_packages=("systemd-sysv", "python3-cffi-backend"),
+        ganeti_package="ganeti",
+        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk"),
     ),
     "bookworm": Release(
         name="bookworm", number=12, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
-        ganeti_package="ganeti", extra_packages=("systemd-sysv", "python3-cffi-backend"),
+        ganeti_package="ganeti",
+        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk"),
     ),
     "trixie": Release(
         name="trixie", number=13, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
-        ganeti_package="ganeti", extra_packages=("systemd-sysv", "python3-cffi-backend"),
+        ganeti_package="ganeti",
+        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk"),
     ),
 }
 
