@@ -1,0 +1,141 @@
+"""The install, as named stages from the plan, each reported and journaled.
+
+identify → storage → os → configure → bootloader → finish. Storage checks the disk before
+it acts (so a resumed install finds its own partitions and VG); the later stages are journaled
+on the root filesystem and skipped once done. The same code serves first-boot mode, where the
+target is the running system (`/`) and storage claims the disk's free space as the VG.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Callable, List, Optional
+
+from installer import __version__
+from installer.agent import bootloader, configure, disks, hooks, journal, osinstall
+from installer.agent.client import Reporter
+from installer.agent.proc import Runner
+from installer.agent.storage import Storage
+from installer.agent.target import Target
+
+STAGES = ["identify", "storage", "os", "configure", "bootloader", "finish"]
+KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
+
+
+class IdentityError(Exception):
+    pass
+
+
+def local_macs() -> List[str]:
+    macs = []
+    for name in sorted(os.listdir("/sys/class/net")):
+        try:
+            with open(f"/sys/class/net/{name}/address", encoding="utf-8") as f:
+                macs.append(f.read().strip().lower())
+        except OSError:
+            continue
+    return macs
+
+
+class Installer:
+    def __init__(self, plan: dict, reporter: Reporter, *, target: str = "/target",
+                 dry_run: bool = False, log: Callable[[str], None] = print,
+                 list_disks=disks.list_disks, macs=local_macs):
+        self.plan, self.reporter, self.target, self.log = plan, reporter, target, log
+        self.run = Runner(dry_run=dry_run, log=log)
+        self.journal = journal.Journal(plan)
+        self.list_disks, self.macs = list_disks, macs
+        self.disk: Optional[disks.Disk] = None
+        self.storage: Optional[Storage] = None
+        self.host_keys: dict = {}
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def identify(self) -> None:
+        mac = self.plan["node"]["mac"]
+        found = self.macs()
+        if mac not in found:
+            raise IdentityError(f"this machine has no NIC with the plan's MAC {mac} "
+                                f"(found {', '.join(found) or 'none'}): wrong plan for it")
+        exclude = disks.boot_medium_disks()
+        self.disk = disks.choose(self.list_disks(), self._match(),
+                                 self.plan["storage"]["min_disk"], exclude)
+        self.log(f"install disk: {self.disk.describe()}")
+
+    def _match(self) -> dict:
+        disk = next(a for a in self.plan["storage"]["actions"] if a["type"] == "disk")
+        return {k: v for k, v in disk["match"].items() if k != "largest"}
+
+    def storage_stage(self) -> None:
+        hooks.run_phase(self.plan, "pre-partition", self.target, self._hook_report)
+        self.storage = Storage(self.plan, self.disk, self.run, self.target,
+                               keep_root=lambda dev: journal.root_done(dev, self.plan))
+        self.storage.apply(lambda name: self.reporter.event(f"storage/{name}", "running"))
+        if not self.run.dry_run:
+            self.journal.attach(self.target)
+            self.reporter.attach(self.target)
+        hooks.run_phase(self.plan, "post-partition", self.target, self._hook_report)
+
+    def os_stage(self) -> None:
+        inst = self.plan["install"]
+        if inst["method"] == "image":
+            osinstall.unpack_image(inst["image"], self.target, self.run)
+        else:
+            osinstall.debootstrap(inst["debootstrap"], self.plan["packages"], self.target,
+                                  inst.get("proxy"), self.run)
+
+    def configure_stage(self) -> None:
+        with Target(self.target, self.run) as t:
+            configure.write_files(self.plan, t)
+            configure.debconf(self.plan, t, self.disk.devnode)
+            configure.install_packages(self.plan, t)
+            configure.write_files(self.plan, t)  # again: packages may ship the same paths
+            configure.set_root_password(self.plan, t)
+            configure.machine_id(t)
+            self.host_keys = configure.host_keys(t)
+            configure.fstab(t, {k: self.storage.uuid(f"fmt-{k}") for k in ("root", "esp", "swap")
+                                if f"fmt-{k}" in self.storage.devices})
+
+    def bootloader_stage(self) -> None:
+        with Target(self.target, self.run) as t:
+            bootloader.install(t, self.disk.devnode, self.plan.get("kernel_args", KERNEL_ARGS),
+                               efi=os.path.isdir("/sys/firmware/efi"))
+        hooks.run_phase(self.plan, "post-install", self.target, self._hook_report)
+
+    def finish_stage(self) -> None:
+        hooks.run_phase(self.plan, "pre-reboot", self.target, self._hook_report)
+        if not self.host_keys:
+            with Target(self.target, self.run) as t:
+                self.host_keys = configure.host_keys(t)
+
+    # -- driver -----------------------------------------------------------------------------
+
+    def _hook_report(self, name: str, output: str) -> None:
+        self.reporter.event(f"hook/{name}", "done", output)
+
+    def run_all(self) -> bool:
+        total = len(STAGES)
+        self.reporter.event("install", "started", f"ganeti-installer agent {__version__}",
+                            0, total)
+        stage = "identify"
+        try:
+            for index, stage in enumerate(STAGES, start=1):
+                if self.journal.is_done(stage):
+                    self.reporter.event(stage, "skipped", "done before a restart", index, total)
+                    continue
+                self.reporter.event(stage, "started", "", index, total)
+                getattr(self, f"{stage}_stage" if stage != "identify" else "identify")()
+                if stage not in ("identify", "storage", "finish") and not self.run.dry_run:
+                    self.journal.mark(stage)
+                self.reporter.event(stage, "done", "", index, total)
+        except Exception as e:  # reported, then re-raised for the exit status
+            self.reporter.event(stage, "failed", f"{type(e).__name__}: {e}", final=True)
+            raise
+        self.reporter.event("install", "installed", "", total, total, final=True,
+                            host_keys=self.host_keys)
+        return True
+
+    def unmount(self) -> None:
+        subprocess.run(["sync"])
+        subprocess.run(["umount", "--recursive", self.target], stderr=subprocess.DEVNULL)
