@@ -17,6 +17,8 @@ def _images(cluster: Cluster, outdir: str, progress) -> dict:
     apt = cluster.apt
     out = {}
     try:
+        # The cluster's mirror fails fastest: check it before the long netboot build.
+        images.probe_mirror(apt.mirror, cluster.release.name)
         netboot = images.build_netboot(outdir, mirror=_netboot_mirror(cluster),
                                        security_mirror=_netboot_security(cluster),
                                        proxy=apt.proxy, progress=progress)
@@ -26,8 +28,6 @@ def _images(cluster: Cluster, outdir: str, progress) -> dict:
             out["os_image"] = images.build_os_image(
                 outdir, release=cluster.release.name, packages=packages, mirror=apt.mirror,
                 security_mirror=apt.security_mirror, proxy=apt.proxy, progress=progress)
-        else:
-            images.probe_mirror(apt.mirror, cluster.release.name)
     except images.ImageError as e:
         raise InstallerError(str(e)) from None
     return out

@@ -1,0 +1,304 @@
+"""Images: the netboot kernel and initrd, and the OS tarball of a release.
+
+Both are built by diskimage-builder from the elements in `elements/` and cached by their
+inputs (elements, release, packages, mirrors, diskimage-builder version), so a rebuild with
+no change copies files instead of building. The agent is not part of the cached netboot
+root: it is packed on every build as a second, small cpio archive appended to the initrd
+(the kernel unpacks concatenated archives in order), so agent changes cost seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+ELEMENTS = REPO / "elements"
+PACKAGE = Path(__file__).resolve().parent
+NETBOOT_RELEASE = "bookworm"          # the netboot image is always Debian 12
+AGENT_SITE = "usr/lib/python3/dist-packages"
+# Compression level of the netboot root: -19 saves ~15% over -10 at ~4x the time;
+# the kernel's zstd decompressor takes either.
+ZSTD_LEVEL = os.environ.get("GANETI_INSTALLER_ZSTD_LEVEL", "15")
+
+
+class ImageError(Exception):
+    """An image could not be built; the message names the setting or tool to fix."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str
+    size: int
+    sha256: str
+    cached: bool
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("GANETI_INSTALLER_CACHE") or os.path.expanduser(
+        "~/.cache/ganeti-installer")
+    return Path(base)
+
+
+# -- cache keys ------------------------------------------------------------------------------
+
+def _tree_digest(h, top: Path) -> None:
+    for path in sorted(p for p in top.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(top)).encode() + b"\0")
+        h.update(oct(path.stat().st_mode & 0o777).encode() + b"\0")
+        h.update(path.read_bytes())
+
+
+def input_key(kind: str, elements: list[str], **inputs) -> str:
+    """A short digest of everything that changes an image's content."""
+    h = hashlib.sha256(kind.encode())
+    h.update(metadata.version("diskimage-builder").encode())
+    for name in elements:
+        if (ELEMENTS / name).is_dir():
+            _tree_digest(h, ELEMENTS / name)
+    for key in sorted(inputs):
+        h.update(f"{key}={inputs[key]!r}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- running diskimage-builder ---------------------------------------------------------------
+
+def _dib_command() -> str:
+    beside = Path(sys.executable).parent / "disk-image-create"
+    found = str(beside) if beside.exists() else shutil.which("disk-image-create")
+    if not found:
+        raise ImageError("disk-image-create not found: run ./build.sh --deps-only, which "
+                         "installs diskimage-builder into .venv")
+    return found
+
+
+def _dib_env(release: str, mirror: str, security_mirror: str | None, proxy: str | None,
+             extra: dict) -> dict:
+    env = dict(os.environ, ELEMENTS_PATH=str(ELEMENTS), DIB_RELEASE=release,
+               DIB_DISTRIBUTION_MIRROR=mirror, DIB_APT_MINIMAL_CREATE_INTERFACES="0",
+               PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", **extra)
+    if security_mirror:
+        env["DIB_DEBIAN_SECURITY_MIRROR"] = security_mirror
+    else:   # an archived release has no security suite to follow
+        env["DIB_APT_SOURCES_CONF"] = f"default:deb {mirror} {release} main"
+    if proxy:
+        env.update(http_proxy=proxy, DIB_APT_PROXY=proxy)
+    return env
+
+
+def _run_dib(name: str, elements: list[str], workdir: Path, env: dict, progress) -> Path:
+    """Build `elements` into workdir/<name>.tar; the log stays in workdir for a failure."""
+    for element in elements:
+        if element.startswith("ganeti-") and not (ELEMENTS / element).is_dir():
+            raise ImageError(f"element {element} is missing from {ELEMENTS}: run from a "
+                             "complete ganeti-installer checkout")
+    log = workdir / f"{name}.log"
+    # -n: without the "base" element, which adds software-properties-common and
+    # with it PackageKit, GLib and ICU (~100 MB) that neither image uses.
+    cmd = [_dib_command(), "-n", "-a", "amd64", "-t", "tar", "-o", str(workdir / name),
+           *elements]
+    start = last = time.monotonic()
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace")
+        for line in proc.stdout:
+            out.write(line)
+            if time.monotonic() - last >= 20 and "Running " in line:
+                last = time.monotonic()
+                step = line.split("Running ", 1)[1].strip()[-60:]
+                progress(f"  {name}: {int(last - start)} s, {step}")
+        rc = proc.wait()
+    if rc != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-25:])
+        raise ImageError(f"diskimage-builder failed building {name} (exit {rc}); "
+                         f"full log: {log}\n{tail}")
+    return workdir / f"{name}.tar"
+
+
+# -- mirrors ---------------------------------------------------------------------------------
+
+def probe_mirror(mirror: str, release: str, key: str = "apt.mirror") -> None:
+    """Fail early, naming the setting, when the mirror does not serve the release."""
+    url = f"{mirror.rstrip('/')}/dists/{release}/Release"
+    try:
+        r = requests.get(url, timeout=15)
+    except requests.RequestException as e:
+        raise ImageError(f"{key} = {mirror!r}: cannot reach {url} ({type(e).__name__}). "
+                         f"Set {key} in the cluster file to a mirror that serves {release} "
+                         "(Debian 7 lives on archive mirrors).") from None
+    if r.status_code != 200:
+        raise ImageError(f"{key} = {mirror!r}: {url} answered HTTP {r.status_code}. "
+                         f"Set {key} in the cluster file to a mirror that serves {release}.")
+
+
+# -- netboot ---------------------------------------------------------------------------------
+
+def _pack_root(tar: Path, dest: Path) -> None:
+    """Unpack DIB's root tarball, take the kernel out of /boot, pack the rest as a cpio."""
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        subprocess.run(["tar", "-xpf", str(tar), "-C", str(root), "--numeric-owner"],
+                       check=True)
+        kernels = sorted((root / "boot").glob("vmlinuz-*"))
+        if not kernels:
+            raise ImageError(f"{tar}: no kernel in /boot (linux-image-amd64 not installed?)")
+        shutil.copyfile(kernels[-1], dest / "vmlinuz")
+        for item in (root / "boot").iterdir():   # the initrd of the image is not needed
+            item.unlink() if not item.is_dir() else shutil.rmtree(item)
+        _cpio(root, dest / "base.cpio.zst", level=ZSTD_LEVEL)
+
+
+def _cpio(root: Path, dest: Path, level: str | None = None) -> None:
+    """newc cpio of root (owned by root), zstd-compressed when level is given."""
+    part = dest.with_name(dest.name + ".part")
+    find = subprocess.Popen(["find", ".", "-print0"], cwd=root, stdout=subprocess.PIPE)
+    cpio = subprocess.Popen(["cpio", "--null", "-o", "-H", "newc", "-R", "0:0", "--quiet"],
+                            cwd=root, stdin=find.stdout, stdout=subprocess.PIPE)
+    find.stdout.close()
+    with open(part, "wb") as out:
+        if level:
+            subprocess.run(["zstd", "-q", "-T0", f"-{level}", "-c"], stdin=cpio.stdout,
+                           stdout=out, check=True)
+        else:
+            shutil.copyfileobj(cpio.stdout, out)
+    if cpio.wait() or find.wait():
+        raise ImageError(f"packing {root} into {dest} failed")
+    os.replace(part, dest)
+
+
+def agent_cpio(dest: Path) -> None:
+    """The agent and what it imports, at the path Debian's python3 searches."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = Path(tmp) / AGENT_SITE / "installer"
+        (pkg / "agent").mkdir(parents=True)
+        for name in ("__init__.py", "planschema.py", "plan.schema.json"):
+            shutil.copyfile(PACKAGE / name, pkg / name)
+        for src in sorted((PACKAGE / "agent").glob("*.py")):
+            shutil.copyfile(src, pkg / "agent" / src.name)
+        for path in Path(tmp).rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        _cpio(Path(tmp), dest)
+
+
+def build_netboot(outdir: str, *, mirror: str, security_mirror: str | None,
+                  proxy: str | None = None, progress=print) -> dict[str, Artifact]:
+    elements = ["debian-minimal", "ganeti-netboot"]
+    key = input_key("netboot", elements, release=NETBOOT_RELEASE, mirror=mirror,
+                    security=security_mirror)
+    cached = cache_dir() / f"netboot-{key}"
+    hit = (cached / "base.cpio.zst").exists() and (cached / "vmlinuz").exists()
+    if not hit:
+        progress(f"building the netboot image (Debian {NETBOOT_RELEASE}, diskimage-builder); "
+                 "a few minutes")
+        _build_netboot_base(cached, elements, mirror, security_mirror, proxy, progress)
+    out = Path(outdir) / "netboot"
+    out.mkdir(parents=True, exist_ok=True)
+    kernel = _place(cached / "vmlinuz", out / "vmlinuz")
+    initrd = out / "initrd"
+    with tempfile.TemporaryDirectory() as tmp:
+        agent_cpio(Path(tmp) / "agent.cpio")
+        # The plain agent archive goes first: the kernel's zstd decompressor takes the rest of
+        # the initrd as its input, so an archive after the zstd one would never be unpacked.
+        _concat([Path(tmp) / "agent.cpio", cached / "base.cpio.zst"], initrd)
+    return {"kernel": _artifact(kernel, hit), "initrd": _artifact(initrd, hit)}
+
+
+def _build_netboot_base(cached: Path, elements, mirror, security_mirror, proxy, progress):
+    work = cached.with_name(cached.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = _dib_env(NETBOOT_RELEASE, mirror, security_mirror, proxy, {})
+    tar = _run_dib("netboot", elements, work, env, progress)
+    progress("  netboot: packing the root as the initramfs")
+    _pack_root(tar, work)
+    tar.unlink()
+    shutil.rmtree(cached, ignore_errors=True)
+    os.replace(work, cached)
+
+
+def _concat(parts: list[Path], dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".part")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    os.replace(tmp, dest)
+
+
+# -- OS image --------------------------------------------------------------------------------
+
+def build_os_image(outdir: str, *, release: str, packages: list[str], mirror: str,
+                   security_mirror: str | None, proxy: str | None = None,
+                   progress=print) -> Artifact:
+    elements = ["debian-minimal", "ganeti-node-os"]
+    key = input_key("os", elements, release=release, packages=sorted(packages),
+                    mirror=mirror, security=security_mirror)
+    cached = cache_dir() / f"os-{release}-{key}"
+    hit = (cached / "root.tar.zst").exists()
+    if not hit:
+        probe_mirror(mirror, release)
+        progress(f"building the {release} OS image ({len(packages)} node packages, "
+                 "diskimage-builder); a few minutes")
+        _build_os_base(cached, release, elements, packages, mirror, security_mirror, proxy,
+                       progress)
+    out = Path(outdir) / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    image = _place(cached / "root.tar.zst", out / f"{release}.tar.zst")
+    digest = (cached / "root.tar.zst.sha256").read_text().split()[0]
+    (out / f"{release}.tar.zst.sha256").write_text(f"{digest}  {release}.tar.zst\n")
+    return Artifact(str(image), image.stat().st_size, digest, hit)
+
+
+def _build_os_base(cached, release, elements, packages, mirror, security_mirror, proxy,
+                   progress):
+    work = cached.with_name(cached.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = _dib_env(release, mirror, security_mirror, proxy,
+                   {"GANETI_NODE_PACKAGES": " ".join(packages)})
+    tar = _run_dib("os", elements, work, env, progress)
+    progress(f"  os: compressing the {release} root")
+    with open(tar, "rb") as src, open(work / "root.tar.zst", "wb") as dst:
+        subprocess.run(["zstd", "-q", "-T0", "-10", "-c"], stdin=src, stdout=dst, check=True)
+    tar.unlink()
+    digest = sha256_file(work / "root.tar.zst")
+    (work / "root.tar.zst.sha256").write_text(f"{digest}  root.tar.zst\n")
+    shutil.rmtree(cached, ignore_errors=True)
+    os.replace(work, cached)
+
+
+# -- placing cached files --------------------------------------------------------------------
+
+def _place(src: Path, dest: Path) -> Path:
+    """Hard-link a cached file into the output (a copy across file systems)."""
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _artifact(path: Path, cached: bool) -> Artifact:
+    return Artifact(str(path), path.stat().st_size, sha256_file(path), cached)
