@@ -142,7 +142,8 @@ class Storage:
             argv += [f"--new={n}:0:{end}", f"--typecode={n}:{TYPE_CODES[a['flag']]}",
                      f"--change-name={n}:{LABEL_PREFIX}{a['id']}"]
         self.run.change(argv + [disk])
-        self.run.change(["partprobe", disk])
+        # sgdisk asks the kernel to re-read the table; partx makes sure (util-linux, no parted).
+        self.run.change(["partx", "--update", disk])
         self.run.change(["udevadm", "settle"])
         if not self.run.dry_run:
             self._wait_for([partition_path(disk, a["number"]) for a in wanted])
