@@ -26,6 +26,11 @@ ESP_SIZE = 512 * sizes.MiB
 BIOS_GRUB_SIZE = 1 * sizes.MiB
 
 
+def plan_url(cluster: Cluster, node: Node) -> str:
+    """Where the node's plan is served: OUTDIR/plans over HTTP (its PXE entry names it)."""
+    return f"{cluster.provisioning.base_url}/plans/{node.name}.json"
+
+
 @dataclass(frozen=True)
 class NodeFile:
     path: str

@@ -78,8 +78,9 @@ def render(cluster: Cluster, outdir: str) -> list[str]:
     stage = tempfile.mkdtemp(prefix=".render-", dir=parent)
     try:
         written = write_plans(plans, stage)
-        written += pxe.render_pxe(cluster, stage)
-        written += dnsmasq.render_dnsmasq(cluster, stage)
+        written += pxe.render_pxe(cluster, stage, plans=plans)
+        # dnsmasq names its TFTP root by absolute path: OUTDIR's, not the stage's.
+        written += dnsmasq.render_dnsmasq(cluster, stage, final_outdir=outdir)
         _install(stage, outdir, written)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
