@@ -46,3 +46,16 @@ def bookworm():
 @pytest.fixture
 def wheezy():
     return load_example("paper-wheezy.toml")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """`ganeti-installer build` of the bookworm example with the host's real mirror.
+
+    Images come from the cache that ./build.sh filled (seconds); on a cold cache this
+    builds them (minutes)."""
+    from installer import build
+    outdir = tmp_path_factory.mktemp("build") / "out"
+    cluster = config.load(example_path("cluster.toml"))
+    summary = build.build(cluster, str(outdir), progress=lambda msg: print(msg, flush=True))
+    return outdir, summary

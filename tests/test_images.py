@@ -1,0 +1,94 @@
+"""The OS image and the netboot initrd as a user meets them: unpacked and inspected."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from installer import build, config, images
+from installer.errors import InstallerError
+from installer.releases import RELEASES
+
+from .conftest import example_data, example_path
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def os_root(built, tmp_path_factory):
+    outdir, _ = built
+    root = tmp_path_factory.mktemp("osroot")
+    subprocess.run(["tar", "--zstd", "-xpf", str(outdir / "images/bookworm.tar.zst"),
+                    "-C", str(root), "--numeric-owner"], check=True)
+    return root
+
+
+def installed(root: Path) -> dict[str, str]:
+    out = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
+                          "-f=${Package} ${db:Status-Abbrev}\n"],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def test_os_image_has_every_node_package(os_root):
+    status = installed(os_root)
+    for pkg in RELEASES["bookworm"].node_packages("kvm"):
+        assert status.get(pkg, "").strip() == "ii", f"{pkg} not installed in the OS image"
+
+
+def test_os_image_carries_no_machine_identity(os_root):
+    assert not list((os_root / "etc/ssh").glob("ssh_host_*")), "SSH host keys in the image"
+    assert (os_root / "etc/machine-id").read_text() == ""
+    assert list((os_root / "boot").glob("vmlinuz-*")), "no kernel in the OS image"
+
+
+def test_os_image_checksum_file_matches(built):
+    outdir, summary = built
+    line = (outdir / "images/bookworm.tar.zst.sha256").read_text().split()
+    assert line == [images.sha256_file(outdir / "images/bookworm.tar.zst"), "bookworm.tar.zst"]
+    assert summary["artifacts"]["os_image"]["sha256"] == line[0]
+
+
+def test_initrd_holds_the_agent_and_its_tools(built):
+    outdir, _ = built
+    data = (outdir / "netboot/initrd").read_bytes()
+    start = data.find(b"\x28\xb5\x2f\xfd")    # the agent's plain cpio, then the zstd root
+    assert start > 0, "the initrd does not start with the agent's cpio"
+    names = set()
+    for archive in (data[:start], subprocess.run(["zstd", "-dc"], input=data[start:],
+                                                 capture_output=True, check=True).stdout):
+        names |= set(subprocess.run(["cpio", "-t", "--quiet"], input=archive,
+                                    capture_output=True, check=True).stdout.decode().split("\n"))
+    for path in ("init", "usr/bin/python3", "usr/sbin/sgdisk", "usr/sbin/lvm",
+                 "usr/sbin/debootstrap", "usr/sbin/mkfs.ext4",
+                 "usr/lib/python3/dist-packages/pyudev/__init__.py",
+                 "usr/lib/python3/dist-packages/requests/__init__.py",
+                 "usr/lib/python3/dist-packages/installer/agent/__main__.py",
+                 "etc/systemd/system/ganeti-installer-agent.service"):
+        assert path in names, f"{path} missing from the initrd"
+
+
+def test_rebuild_without_change_uses_the_cache(built, tmp_path):
+    outdir, _ = built
+    summary = build.build(config.load(example_path("cluster.toml")), str(tmp_path / "again"),
+                          progress=lambda m: None)
+    assert all(a["cached"] for a in summary["artifacts"].values()), summary["artifacts"]
+    again = tmp_path / "again/images/bookworm.tar.zst"
+    assert images.sha256_file(again) == images.sha256_file(outdir / "images/bookworm.tar.zst")
+
+
+def test_wheezy_with_unreachable_mirror_names_the_setting(tmp_path):
+    data = example_data("paper-wheezy.toml")
+    data["apt"]["mirror"] = "http://127.0.0.1:9/debian"   # nothing listens on port 9
+    path = tmp_path / "wheezy.toml"
+    import tomli_w
+    path.write_bytes(tomli_w.dumps(data).encode())
+    cluster = config.load(str(path))
+    out = tmp_path / "out"
+    with pytest.raises(InstallerError) as e:
+        build.build(cluster, str(out), progress=lambda m: None)
+    assert "apt.mirror" in str(e.value) and "127.0.0.1:9" in str(e.value)
+    assert not out.exists()

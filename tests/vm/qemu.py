@@ -1,0 +1,100 @@
+"""QEMU guests for the VM tests: TCG, serial console read with pexpect, qcow2 disks.
+
+Every guest logs its serial console to <workdir>/<name>.serial.log, which a failing test
+points at. Guests are software-emulated (no KVM here): timeouts are generous.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pexpect
+
+QEMU = "qemu-system-x86_64"
+
+
+def make_disk(path: Path, size: str = "40G") -> Path:
+    """A sparse qcow2 disk: a 40 GiB disk costs only what the guest writes."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
+    return path
+
+
+@dataclass
+class VM:
+    name: str
+    workdir: Path
+    memory: int = 1024
+    cpus: int = 1
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    disks: list[Path] = field(default_factory=list)
+    nics: list[str] = field(default_factory=lambda: ["user,model=virtio-net-pci"])
+    uefi: bool = False
+    child: pexpect.spawn | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.serial.log"
+
+    @property
+    def monitor_path(self) -> Path:
+        return self.workdir / f"{self.name}.monitor"
+
+    def command(self) -> list[str]:
+        cmd = [QEMU, "-name", self.name, "-machine", "q35,accel=tcg", "-cpu", "max",
+               "-m", str(self.memory), "-smp", str(self.cpus), "-display", "none",
+               "-serial", "stdio", "-no-reboot",
+               "-monitor", f"unix:{self.monitor_path},server,nowait"]
+        if self.kernel:
+            cmd += ["-kernel", self.kernel, "-initrd", self.initrd, "-append", self.append or ""]
+        if self.uefi:
+            cmd += ["-bios", "/usr/share/ovmf/OVMF.fd"]
+        for i, disk in enumerate(self.disks):
+            cmd += ["-drive", f"file={disk},if=none,id=disk{i},format=qcow2,cache=unsafe",
+                    "-device", f"virtio-blk-pci,drive=disk{i},serial=disk{i}"]
+        for nic in self.nics:
+            cmd += ["-nic", nic]
+        return cmd
+
+    def start(self) -> "VM":
+        if not shutil.which(QEMU):
+            raise RuntimeError(f"{QEMU} is missing: run ./build.sh --deps-only")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        cmd = self.command()
+        log.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        self.child = pexpect.spawn(cmd[0], cmd[1:], timeout=600, logfile=log,
+                                   env=dict(os.environ, TERM="dumb"))
+        return self
+
+    def expect(self, pattern, timeout: float = 300) -> str:
+        """Wait for a regex on the serial console; fail with the log's tail."""
+        try:
+            self.child.expect(pattern, timeout=timeout)
+        except (pexpect.TIMEOUT, pexpect.EOF) as e:
+            what = "timed out" if isinstance(e, pexpect.TIMEOUT) else "the VM exited"
+            raise AssertionError(f"{self.name}: {what} waiting for {pattern!r}; serial log "
+                                 f"{self.log_path}:\n{self.tail()}") from None
+        return self.child.after.decode(errors="replace") if isinstance(
+            self.child.after, bytes) else str(self.child.after)
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def monitor(self, command: str) -> None:
+        """Send a command to the QEMU monitor (e.g. `quit` is a power cut)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.monitor_path))
+            s.sendall(command.encode() + b"\n")
+
+    def stop(self) -> None:
+        if self.child and self.child.isalive():
+            self.child.terminate(force=True)
+        self.child = None
