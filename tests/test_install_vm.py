@@ -111,3 +111,9 @@ def test_sshd_runs_with_fresh_host_keys(installed):
     _, node = installed
     out = run(node, "systemctl is-active ssh; ls /etc/ssh/ssh_host_ed25519_key.pub")
     assert "active" in out.split() and "ssh_host_ed25519_key.pub" in out
+
+
+def test_lvm_filter_is_in_force(installed):
+    _, node = installed
+    out = run(node, "lvmconfig devices/filter")
+    assert 'filter=["r|/dev/cdrom|","r|/dev/drbd[0-9]+|"]' in out.replace(" ", ""), out
