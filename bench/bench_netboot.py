@@ -19,17 +19,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from installer import sizes  # noqa: E402
+from installer import images, sizes  # noqa: E402
 from tests.vm.qemu import VM  # noqa: E402
 
 
 def unpack_initrd(initrd: Path, root: Path) -> None:
     """Both archives of the initrd: the plain agent cpio, then the zstd root after it."""
-    data = initrd.read_bytes()
-    start = data.find(b"\x28\xb5\x2f\xfd")          # zstd frame magic
+    agent, compressed = images.split_initrd(initrd.read_bytes())
     cpio = ["cpio", "-idm", "--quiet", "--no-absolute-filenames"]
-    subprocess.run(cpio, input=data[:start], cwd=root, check=True)
-    root_cpio = subprocess.run(["zstd", "-dc"], input=data[start:], capture_output=True,
+    subprocess.run(cpio, input=agent, cwd=root, check=True)
+    root_cpio = subprocess.run(["zstd", "-dc"], input=compressed, capture_output=True,
                                check=True).stdout
     subprocess.run(cpio, input=root_cpio, cwd=root, check=True)
 

@@ -25,7 +25,7 @@ def render_dnsmasq(cluster: Cluster, outdir: str, *, final_outdir: str | None = 
     if UNSAFE_PATH.search(tftp_root):
         raise InstallerError(f"dnsmasq cannot serve TFTP from '{tftp_root}': choose an output "
                              "directory whose path has no spaces, commas, quotes or '#'")
-    env = plan._env(TEMPLATES)
+    env = plan.template_env(TEMPLATES)
     p = cluster.provisioning
     ctx = {"cluster": cluster, "p": p, "tftp_root": tftp_root,
            "boot_url": f"{p.base_url}/tftp/boot.ipxe"}

@@ -235,6 +235,17 @@ def _build_netboot_base(cached: Path, elements, mirror, security_mirror, proxy, 
     os.replace(work, cached)
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def split_initrd(data: bytes) -> tuple[bytes, bytes]:
+    """The initrd's two archives: the agent's plain cpio and the zstd-compressed root."""
+    start = data.find(ZSTD_MAGIC)
+    if start <= 0:
+        raise ImageError("not a ganeti-installer initrd: no agent cpio before a zstd root")
+    return data[:start], data[start:]
+
+
 def _concat(parts: list[Path], dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".part")
     with open(tmp, "wb") as out:

@@ -38,7 +38,7 @@ class NodeFile:
     mode: str = "0644"
 
 
-def _env(*dirs: str) -> jinja2.Environment:
+def template_env(*dirs: str) -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(list(dirs)), trim_blocks=True,
                               lstrip_blocks=True, keep_trailing_newline=True,
                               undefined=jinja2.StrictUndefined, autoescape=False)
@@ -50,7 +50,7 @@ class PlanRenderer:
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
         self.release = cluster.release
-        self.env = _env(os.path.join(TEMPLATES, "node"),
+        self.env = template_env(os.path.join(TEMPLATES, "node"),
                         os.path.join(PRESEED, self.release.preseed_family))
         self.hooks = _read_hooks()
 

@@ -91,7 +91,7 @@ def render_entries(cluster: Cluster, outdir: str, *,
     if plans is None:
         renderer = plan.PlanRenderer(cluster)
         plans = {n.name: renderer.render(n) for n in cluster.nodes}
-    env = plan._env(TEMPLATES)
+    env = plan.template_env(TEMPLATES)
     p = cluster.provisioning
     base = {"cluster": cluster, "base_url": p.base_url, "http_host": f"{p.address}:{p.http_port}"}
     written = [_put(outdir, "tftp/boot.ipxe", env.get_template("boot.ipxe.j2").render(base))]
