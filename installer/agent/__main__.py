@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="print the commands that would change the disk, change nothing")
     p.add_argument("--no-reboot", action="store_true", help="stay up when done")
+    p.add_argument("--first-boot", action="store_true",
+                   help="configure this installed system (a debian-installer install) in "
+                        "place: its free disk space becomes the VG; no partitioning, no OS")
     args = p.parse_args(argv)
     print(f"ganeti-installer agent {__version__}", flush=True)
     source = _plan_source(args)
@@ -75,7 +78,7 @@ def _install(plan: dict, args) -> int:
 
     reporter = client.Reporter(plan["report"]["url"], plan["report"].get("token"))
     inst = Installer(plan, reporter, target=args.target, dry_run=args.dry_run,
-                     log=lambda line: print(line, flush=True))
+                     log=lambda line: print(line, flush=True), first_boot=args.first_boot)
     try:
         inst.run_all()
     except Exception as e:
@@ -86,7 +89,8 @@ def _install(plan: dict, args) -> int:
         for argv in inst.run.commands:
             print("  " + " ".join(argv), flush=True)
         return 0
-    inst.unmount()
+    if not args.first_boot:
+        inst.unmount()
     print(f"installed {plan['node']['fqdn']}", flush=True)
     if not args.no_reboot:
         subprocess.run(["systemctl", "--no-block", plan["finish"]])

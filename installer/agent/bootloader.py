@@ -20,8 +20,9 @@ def set_kernel_args(t: Target, args: str) -> None:
         text = re.sub(r"^GRUB_CMDLINE_LINUX=.*$", line, text, flags=re.M)
     else:
         text += f"\n{line}\n"
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path + ".gi-new", "w", encoding="utf-8") as f:
         f.write(text)
+    os.replace(path + ".gi-new", path)
 
 
 def install(t: Target, disk: str, kernel_args: str, efi: bool) -> None:

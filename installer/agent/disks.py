@@ -86,11 +86,27 @@ def boot_medium_disks() -> set:
         return held
     for source in sources:
         name = os.path.basename(os.path.realpath(source))
-        sys_block = os.path.realpath(f"/sys/class/block/{name}")
-        if os.path.exists(os.path.join(sys_block, "partition")):
-            name = os.path.basename(os.path.dirname(sys_block))
-        held.add(f"/dev/{name}")
+        held.add(_whole_disk_of(os.path.realpath(f"/sys/class/block/{name}")))
     return held
+
+
+def _whole_disk_of(sys_block: str) -> str:
+    """/dev/<disk> for a block device's sysfs directory (a partition's parent disk)."""
+    if os.path.exists(os.path.join(sys_block, "partition")):
+        sys_block = os.path.dirname(sys_block)
+    return f"/dev/{os.path.basename(sys_block)}"
+
+
+def root_disk(disks: List[Disk]) -> Disk:
+    """The disk holding the running system's root file system (first-boot mode)."""
+    dev = os.stat("/").st_dev
+    sys_block = os.path.realpath(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    devnode = _whole_disk_of(sys_block)
+    for d in disks:
+        if d.devnode == devnode:
+            return d
+    raise DiskError(f"the root file system is on {devnode}, which is not a disk the agent can "
+                    f"partition (found {'; '.join(d.describe() for d in disks) or 'none'})")
 
 
 def choose(disks: List[Disk], match: dict, min_size: int,

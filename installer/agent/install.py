@@ -20,7 +20,11 @@ from installer.agent.storage import Storage
 from installer.agent.target import Target
 
 STAGES = ["identify", "storage", "os", "configure", "bootloader", "finish"]
+# First-boot mode: the OS and its boot loader are there already (debian-installer made them).
+FIRST_BOOT_STAGES = ["identify", "storage", "configure", "drbd", "finish"]
 KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
+MIN_VG = 20 << 30          # Ganeti refuses a smaller volume group
+INSTALLED = "var/lib/ganeti-installer/installed"   # first-boot mode has run to the end
 
 
 class IdentityError(Exception):
@@ -41,8 +45,12 @@ def local_macs() -> List[str]:
 class Installer:
     def __init__(self, plan: dict, reporter: Reporter, *, target: str = "/target",
                  dry_run: bool = False, log: Callable[[str], None] = print,
-                 list_disks=disks.list_disks, macs=local_macs):
+                 list_disks=disks.list_disks, macs=local_macs, first_boot: bool = False):
         self.plan, self.reporter, self.target, self.log = plan, reporter, target, log
+        self.first_boot = first_boot
+        self.stages = FIRST_BOOT_STAGES if first_boot else STAGES
+        if first_boot:
+            self.target = "/"
         self.run = Runner(dry_run=dry_run, log=log)
         self.journal = journal.Journal(plan)
         self.list_disks, self.macs = list_disks, macs
@@ -52,16 +60,21 @@ class Installer:
 
     # -- stages -----------------------------------------------------------------------------
 
-    def identify(self) -> None:
+    def identify(self) -> str:
         mac = self.plan["node"]["mac"]
         found = self.macs()
         if mac not in found:
             raise IdentityError(f"this machine has no NIC with the plan's MAC {mac} "
                                 f"(found {', '.join(found) or 'none'}): wrong plan for it")
+        if self.first_boot:
+            self.disk = disks.root_disk(self.list_disks())
+            self.log(f"installed system's disk: {self.disk.describe()}")
+            return f"installed system's disk: {self.disk.describe()}"
         exclude = disks.boot_medium_disks()
         self.disk = disks.choose(self.list_disks(), self._match(),
                                  self.plan["storage"]["min_disk"], exclude)
         self.log(f"install disk: {self.disk.describe()}")
+        return f"install disk: {self.disk.describe()}"
 
     def _match(self) -> dict:
         disk = next(a for a in self.plan["storage"]["actions"] if a["type"] == "disk")
@@ -71,7 +84,11 @@ class Installer:
         hooks.run_phase(self.plan, "pre-partition", self.target, self._hook_report)
         self.storage = Storage(self.plan, self.disk, self.run, self.target,
                                keep_root=lambda dev: journal.root_done(dev, self.plan))
-        self.storage.apply(lambda name: self.reporter.event(f"storage/{name}", "running"))
+        report = lambda name: self.reporter.event(f"storage/{name}", "running")  # noqa: E731
+        if self.first_boot:
+            self.storage.claim_free(report, MIN_VG)
+        else:
+            self.storage.apply(report)
         if not self.run.dry_run:
             self.journal.attach(self.target)
             self.reporter.attach(self.target)
@@ -94,8 +111,22 @@ class Installer:
             configure.set_root_password(self.plan, t)
             configure.machine_id(t)
             self.host_keys = configure.host_keys(t)
-            configure.fstab(t, {k: self.storage.uuid(f"fmt-{k}") for k in ("root", "esp", "swap")
-                                if f"fmt-{k}" in self.storage.devices})
+            if not self.first_boot:     # debian-installer wrote the fstab of its own layout
+                configure.fstab(t, {k: self.storage.uuid(f"fmt-{k}")
+                                    for k in ("root", "esp", "swap")
+                                    if f"fmt-{k}" in self.storage.devices})
+
+    def drbd_stage(self) -> str:
+        """Load drbd now, with the options just written (an install gets them at its boot)."""
+        self.run.change(["modprobe", "drbd"])
+        if self.run.dry_run:
+            return ""
+        params = "/sys/module/drbd/parameters"
+        found = {}
+        for name in ("minor_count", "usermode_helper"):
+            with open(os.path.join(params, name), encoding="utf-8") as f:
+                found[name] = f.read().strip()
+        return ", ".join(f"{k}={v}" for k, v in found.items())
 
     def bootloader_stage(self) -> None:
         with Target(self.target, self.run) as t:
@@ -108,6 +139,10 @@ class Installer:
         if not self.host_keys:
             with Target(self.target, self.run) as t:
                 self.host_keys = configure.host_keys(t)
+        if self.first_boot and not self.run.dry_run:
+            path = os.path.join(self.target, INSTALLED)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(journal.plan_hash(self.plan) + "\n")
 
     # -- driver -----------------------------------------------------------------------------
 
@@ -115,20 +150,20 @@ class Installer:
         self.reporter.event(f"hook/{name}", "done", output)
 
     def run_all(self) -> bool:
-        total = len(STAGES)
+        total = len(self.stages)
         self.reporter.event("install", "started", f"ganeti-installer agent {__version__}",
                             0, total)
         stage = "identify"
         try:
-            for index, stage in enumerate(STAGES, start=1):
+            for index, stage in enumerate(self.stages, start=1):
                 if self.journal.is_done(stage):
                     self.reporter.event(stage, "skipped", "done before a restart", index, total)
                     continue
                 self.reporter.event(stage, "started", "", index, total)
-                getattr(self, f"{stage}_stage" if stage != "identify" else "identify")()
+                done = getattr(self, f"{stage}_stage" if stage != "identify" else "identify")()
                 if stage not in ("identify", "storage", "finish") and not self.run.dry_run:
                     self.journal.mark(stage)
-                self.reporter.event(stage, "done", "", index, total)
+                self.reporter.event(stage, "done", done or "", index, total)
         except Exception as e:  # reported, then re-raised for the exit status
             self.reporter.event(stage, "failed", f"{type(e).__name__}: {e}", final=True)
             raise

@@ -40,6 +40,9 @@ class Journal:
         return step in self.done
 
     def mark(self, step: str) -> None:
+        # Done means durable: a power cut after this must not find the step's files empty
+        # (ext4 allocates late, so an unpacked tree can sit in RAM long after tar exits).
+        os.sync()
         if step not in self.done:
             self.done.append(step)
         self._save()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from installer.agent.disks import Disk
 from installer.agent.proc import Runner
@@ -43,8 +43,9 @@ class Storage:
         self.actions = plan["storage"]["actions"]
         self.by_id = {a["id"]: a for a in self.actions}
         self.devices: Dict[str, str] = {}
-        self.keep_root = keep_root      # asked before formatting root: resume keeps it
+        self.keep_root = keep_root      # whether root holds this plan's finished OS
         self.kept: List[str] = []
+        self._resuming: Optional[bool] = None
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -173,11 +174,21 @@ class Storage:
             self.run.change(["pvcreate", "--force", "--force", "--yes", pv])
         self.run.change(["vgcreate", name] + pvs)
 
+    def resuming(self) -> bool:
+        """Whether root already holds this plan's OS: then no filesystem is made again, since
+        the installed fstab names the UUIDs of the ESP and swap as well as root's."""
+        if self._resuming is None:
+            root = next(a for a in self.actions if a["type"] == "mount" and a["path"] == "/")
+            fmt = self.by_id[root["device"]]
+            device = self.devices.get(fmt["volume"])
+            self._resuming = bool(device) and self.keep_root(device)
+        return self._resuming
+
     def do_format(self, action: dict) -> None:
         dev = self.devices[action["volume"]]
         self.devices[action["id"]] = dev
         fstype = action["fstype"]
-        if fstype == "ext4" and self.keep_root(dev):
+        if self.resuming() and fstype == self.fstype(dev):
             self.kept.append(action["id"])
             return
         if fstype == "ext4":
@@ -195,6 +206,49 @@ class Storage:
             if os.path.ismount(where):
                 return
         self.run.change(["mount", dev, where])
+
+    # -- first-boot mode: the OS is installed; the free space after it becomes the VG --------
+
+    def claim_free(self, report: Callable[[str], None], min_size: int) -> None:
+        """Make the plan's LVM partition in the disk's largest free block, then the VG."""
+        pv = next(a for a in self.actions if a["type"] == "partition" and a["flag"] == "lvm")
+        label = LABEL_PREFIX + pv["id"]
+        report(f"partition/{pv['id']}")
+        found = [p for p in self.layout() if p["partlabel"] == label]
+        if not found:
+            free = self._largest_free()
+            if free < min_size:
+                raise StorageError(
+                    f"{self.disk.describe()} has {free / (1 << 30):.1f} GiB free after the "
+                    f"installed system; volume group '{self.plan['storage'].get('vg', 'ganeti')}'"
+                    f" needs at least {min_size / (1 << 30):.1f} GiB; nothing was written")
+            disk = self.disk.devnode
+            self.run.change(["sgdisk", "--new=0:0:0", "--typecode=0:8E00",
+                             f"--change-name=0:{label}", disk])
+            self.run.change(["partx", "--update", disk])
+            self.run.change(["udevadm", "settle"])
+            found = [p for p in self.layout() if p["partlabel"] == label]
+            if not self.run.dry_run and not found:
+                raise StorageError(f"sgdisk made no partition {label} on {disk}")
+            if found:
+                self._wait_for([found[0]["path"]])
+        self.devices[pv["id"]] = found[0]["path"] if found else f"{self.disk.devnode}?"
+        for action in self.actions:
+            if action["type"] == "lvm_volgroup":
+                report(f"lvm_volgroup/{action['id']}")
+                self.do_lvm_volgroup(action)
+
+    def _largest_free(self) -> int:
+        """Bytes in the largest free block of the GPT, as sgdisk would use it."""
+        disk = self.disk.devnode
+        first = self.run.read(["sgdisk", "--first-aligned-in-largest", disk]).split()[-1]
+        last = self.run.read(["sgdisk", "--end-of-largest", disk]).split()[-1]
+        sector = int(self.run.read(["blockdev", "--getss", disk]).strip() or 512)
+        return max(0, int(last) - int(first) + 1) * sector
+
+    def fstype(self, device: str) -> str:
+        return self.run.read(["blkid", "--match-tag", "TYPE", "--output", "value", device],
+                             check=False).strip()
 
     def uuid(self, action_id: str) -> str:
         dev = self.devices[action_id]
