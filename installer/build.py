@@ -23,6 +23,7 @@ def _images(cluster: Cluster, outdir: str, progress) -> dict:
                                        security_mirror=_netboot_security(cluster),
                                        proxy=apt.proxy, progress=progress)
         out.update(netboot)
+        out.update(images.agent_bundle(outdir))
         if cluster.install_method == "image":
             packages = cluster.release.node_packages(cluster.hypervisor)
             out["os_image"] = images.build_os_image(

@@ -9,11 +9,13 @@ root: it is packed on every build as a second, small cpio archive appended to th
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -185,18 +187,50 @@ def _cpio(root: Path, dest: Path, level: str | None = None) -> None:
     os.replace(part, dest)
 
 
+def _agent_tree(top: Path) -> None:
+    """The agent and what it imports, as the package `installer` under `top`."""
+    pkg = top / "installer"
+    (pkg / "agent").mkdir(parents=True)
+    for name in ("__init__.py", "planschema.py", "plan.schema.json"):
+        shutil.copyfile(PACKAGE / name, pkg / name)
+    for src in sorted((PACKAGE / "agent").glob("*.py")):
+        shutil.copyfile(src, pkg / "agent" / src.name)
+    for path in [top] + list(top.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def agent_cpio(dest: Path) -> None:
-    """The agent and what it imports, at the path Debian's python3 searches."""
+    """The agent at the path Debian's python3 searches, for the netboot initrd."""
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = Path(tmp) / AGENT_SITE / "installer"
-        (pkg / "agent").mkdir(parents=True)
-        for name in ("__init__.py", "planschema.py", "plan.schema.json"):
-            shutil.copyfile(PACKAGE / name, pkg / name)
-        for src in sorted((PACKAGE / "agent").glob("*.py")):
-            shutil.copyfile(src, pkg / "agent" / src.name)
-        for path in Path(tmp).rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        _agent_tree(Path(tmp) / AGENT_SITE)
         _cpio(Path(tmp), dest)
+
+
+def agent_bundle(outdir: str) -> dict[str, Artifact]:
+    """OUTDIR/agent: the agent as a tarball, and the first-boot script and unit that a
+    debian-installer install's late_command puts on the node to fetch and run it."""
+    out = Path(outdir) / "agent"
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        _agent_tree(Path(tmp) / "agent")
+        tarball, part = out / "agent.tar.gz", out / "agent.tar.gz.part"
+        with gzip.GzipFile(part, "wb", mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w") as tar:
+            tar.add(Path(tmp) / "agent" / "installer", arcname="installer",
+                    filter=_reproducible)
+        same = tarball.exists() and tarball.read_bytes() == part.read_bytes()
+        os.replace(part, tarball)
+    for src in sorted((PACKAGE / "firstboot").iterdir()):
+        shutil.copyfile(src, out / src.name)
+        (out / src.name).chmod(src.stat().st_mode & 0o755)
+    return {"agent": _artifact(tarball, same)}
+
+
+def _reproducible(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mtime = 0
+    return info
 
 
 def build_netboot(outdir: str, *, mirror: str, security_mirror: str | None,

@@ -55,19 +55,22 @@ RELEASES: dict[str, Release] = {
         name="bullseye", number=11, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntp", ntp_conf="/etc/ntp.conf", kvm_package="qemu-system-x86",
         ganeti_package="ganeti",
-        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk"),
+        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk",
+                        "python3-requests", "python3-pyudev"),  # the agent, at first boot
     ),
     "bookworm": Release(
         name="bookworm", number=12, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
         ganeti_package="ganeti",
-        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk"),
+        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk",
+                        "python3-requests", "python3-pyudev"),  # the agent, at first boot
     ),
     "trixie": Release(
         name="trixie", number=13, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
         ganeti_package="ganeti",
-        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk"),
+        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk",
+                        "python3-requests", "python3-pyudev"),  # the agent, at first boot
     ),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -73,7 +74,11 @@ def test_rebuild_without_change_uses_the_cache(built, tmp_path):
     outdir, _ = built
     summary = build.build(config.load(example_path("cluster.toml")), str(tmp_path / "again"),
                           progress=lambda m: None)
-    assert all(a["cached"] for a in summary["artifacts"].values()), summary["artifacts"]
+    images_only = {k: a for k, a in summary["artifacts"].items() if k != "agent"}
+    assert all(a["cached"] for a in images_only.values()), summary["artifacts"]
+    # The agent is packed from source every time, byte for byte the same.
+    assert (tmp_path / "again/agent/agent.tar.gz").read_bytes() == \
+        (outdir / "agent/agent.tar.gz").read_bytes()
     again = tmp_path / "again/images/bookworm.tar.zst"
     assert images.sha256_file(again) == images.sha256_file(outdir / "images/bookworm.tar.zst")
 
@@ -90,3 +95,16 @@ def test_wheezy_with_unreachable_mirror_names_the_setting(tmp_path):
         build.build(cluster, str(out), progress=lambda m: None)
     assert "apt.mirror" in str(e.value) and "127.0.0.1:9" in str(e.value)
     assert not out.exists()
+
+
+def test_agent_bundle_for_the_debian_installer_path(built):
+    """OUTDIR/agent: what a d-i late_command fetches to run the agent at first boot."""
+    outdir, _ = built
+    with tarfile.open(outdir / "agent/agent.tar.gz") as tar:
+        names = tar.getnames()
+    assert "installer/agent/__main__.py" in names and "installer/planschema.py" in names
+    script = outdir / "agent/ganeti-installer-firstboot"
+    assert script.stat().st_mode & 0o111, "the first-boot script is not executable"
+    assert "--first-boot" in script.read_text()
+    unit = (outdir / "agent/ganeti-installer-firstboot.service").read_text()
+    assert "ExecStart=/usr/local/sbin/ganeti-installer-firstboot" in unit
