@@ -59,3 +59,14 @@ def built(tmp_path_factory):
     cluster = config.load(example_path("cluster.toml"))
     summary = build.build(cluster, str(outdir), progress=lambda msg: print(msg, flush=True))
     return outdir, summary
+
+
+@pytest.fixture(scope="session")
+def lan(built, tmp_path_factory):
+    """The office network of tests/vm/office.py, shared by the VM tests that need VLANs:
+    each VM takes its own trunk port."""
+    from .vm.office import office
+    outdir, _ = built
+    work = tmp_path_factory.mktemp("office")
+    with office(work, outdir, config.load(example_path("cluster.toml"))) as o:
+        yield o

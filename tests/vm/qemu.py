@@ -34,6 +34,7 @@ class VM:
     initrd: str | None = None
     append: str | None = None
     disks: list[Path] = field(default_factory=list)
+    usb_disks: list[Path] = field(default_factory=list)     # removable: USB sticks
     nics: list[str] = field(default_factory=lambda: ["user,model=virtio-net-pci"])
     uefi: bool = False
     child: pexpect.spawn | None = None
@@ -57,7 +58,13 @@ class VM:
             cmd += ["-bios", "/usr/share/ovmf/OVMF.fd"]
         for i, disk in enumerate(self.disks):
             cmd += ["-drive", f"file={disk},if=none,id=disk{i},format=qcow2,cache=unsafe",
-                    "-device", f"virtio-blk-pci,drive=disk{i},serial=disk{i}"]
+                    "-device", f"virtio-blk-pci,drive=disk{i},serial=disk{i},bootindex={i + 1}"]
+        if self.usb_disks:
+            cmd += ["-device", "qemu-xhci,id=xhci"]
+        for i, disk in enumerate(self.usb_disks):
+            cmd += ["-drive", f"file={disk},if=none,id=usb{i},format=qcow2,cache=unsafe",
+                    "-device", f"usb-storage,bus=xhci.0,drive=usb{i},removable=on,"
+                               f"serial=stick{i}"]
         for nic in self.nics:
             cmd += ["-nic", nic]
         return cmd
@@ -88,11 +95,33 @@ class VM:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def monitor(self, command: str) -> None:
-        """Send a command to the QEMU monitor (e.g. `quit` is a power cut)."""
+    def pump(self, seconds: float) -> None:
+        """Read the console for `seconds`: a guest whose serial output nobody reads stalls."""
+        try:
+            self.child.expect([pexpect.TIMEOUT], timeout=seconds)
+        except pexpect.EOF:
+            raise AssertionError(f"{self.name}: the VM exited; serial log {self.log_path}:\n"
+                                 f"{self.tail()}") from None
+
+    def monitor(self, command: str) -> str:
+        """A command on the QEMU monitor (`quit` is a power cut); what it printed."""
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(self.monitor_path))
+            s.settimeout(30)
+            reply = b""
+            while b"(qemu)" not in reply:       # the greeting, then the first prompt
+                reply += s.recv(4096)
             s.sendall(command.encode() + b"\n")
+            reply = b""
+            try:
+                while b"(qemu)" not in reply.split(command.encode(), 1)[-1]:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break               # `quit` closes the monitor
+                    reply += chunk
+            except (socket.timeout, ConnectionResetError):
+                pass
+            return reply.decode(errors="replace")
 
     def stop(self) -> None:
         if self.child and self.child.isalive():

@@ -1,43 +1,125 @@
-"""A stand-in for the master's HTTP side in VM tests, on loopback only.
+"""A stand-in for the master's HTTP side in VM tests, on loopback or in a test's namespace.
 
-It serves a build's OUTDIR (plans, images) and records the agent's reports. QEMU's user
-network maps 10.0.2.2 in the guest to the host's loopback, so plans are served with the
-cluster's provisioning URL rewritten to point here. The real master (`serve`) has its own tests.
+It serves a build's OUTDIR (plans, images) and records the agent's reports. Two places:
+- on the host's loopback, for guests on QEMU's user network (which maps 10.0.2.2 in the guest
+  to the host's loopback): plans are served with the provisioning URL rewritten to point here;
+- in a namespace host of the test switch (tests/vm/switch.py), at the cluster's own
+  provisioning address and port, as a child process (`python -m tests.vm.standin`) that
+  appends each report to a JSON-lines file.
+The real master (`serve`) has its own tests.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 GUEST_HOST = "10.0.2.2"
 
 
 class StandinMaster:
-    def __init__(self, outdir: Path, base_url: str):
-        self.outdir, self.base_url = Path(outdir), base_url
-        self.reports: list[tuple[str, dict]] = []
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://{GUEST_HOST}:{self.server.server_address[1]}"
+    def __init__(self, outdir: Path, base_url: str, host=None, reports: Path | None = None):
+        self.outdir, self.base_url, self.host = Path(outdir), base_url, host
+        self._reports: list[tuple[str, dict]] = []
+        self.reports_file = reports
+        self.proc: subprocess.Popen | None = None
+        self.server: http.server.ThreadingHTTPServer | None = None
+        if host is None and reports is None:      # in this process, on loopback
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+            self.url = f"http://{GUEST_HOST}:{self.server.server_address[1]}"
+        else:
+            self.url = base_url.rstrip("/")
 
     def plan(self, name: str) -> dict:
         text = (self.outdir / "plans" / f"{name}.json").read_text()
         return json.loads(text.replace(self.base_url, self.url))
 
+    @property
+    def reports(self) -> list[tuple[str, dict]]:
+        if self.reports_file is None:
+            return list(self._reports)
+        if not self.reports_file.exists():
+            return []
+        return [tuple(json.loads(line)) for line in
+                self.reports_file.read_text().splitlines() if line.strip()]
+
     def events(self, node: str) -> list[tuple[str, str]]:
         return [(r["step"], r["status"]) for path, r in self.reports
                 if path == f"/api/v1/nodes/{node}/events"]
 
+    def wait_for(self, node: str, event: tuple[str, str], timeout: float = 60,
+                 since: int = 0) -> bool:
+        """Wait for a report (among those after the first `since`); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while event not in self.events(node)[since:]:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
     def __enter__(self) -> "StandinMaster":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        if self.server is not None:
+            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            return self
+        where = urlsplit(self.url)
+        repo = Path(__file__).resolve().parents[2]
+        self.proc = self.host.spawn(
+            [sys.executable, "-m", "tests.vm.standin", str(self.outdir), "--listen",
+             f"{where.hostname}:{where.port}", "--reports", str(self.reports_file)],
+            cwd=repo, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the stand-in master did not start in {self.host.netns}")
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        elif self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # A held report is not answered while `hold` names it: the agent waits on its POST, so a
+    # test can cut the power at an exact point of the install.
+    def hold(self, step: str, status: str) -> None:
+        self._hold_file().write_text(f"{step} {status}\n")
+
+    def release(self) -> None:
+        self._hold_file().unlink(missing_ok=True)
+
+    def _hold_file(self) -> Path:
+        assert self.reports_file is not None, "hold needs the stand-in in a namespace"
+        return self.reports_file.with_suffix(".hold")
+
+    def _held(self, report: dict, timeout: float = 600) -> None:
+        if self.reports_file is None:
+            return
+        deadline = time.monotonic() + timeout
+        wanted = f"{report.get('step')} {report.get('status')}"
+        while time.monotonic() < deadline:
+            try:
+                held = self._hold_file().read_text().splitlines()
+            except OSError:
+                return
+            if wanted not in held:
+                return
+            time.sleep(0.2)
+
+    def _record(self, path: str, report: dict) -> None:
+        if self.reports_file is None:
+            self._reports.append((path, report))
+            return
+        with open(self.reports_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps([path, report]) + "\n")
 
     def _handler(self):
         master = self
@@ -58,7 +140,9 @@ class StandinMaster:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                master.reports.append((self.path, json.loads(body or b"{}")))
+                report = json.loads(body or b"{}")
+                master._record(self.path, report)
+                master._held(report)
                 self._send(b"{}")
 
             def _send(self, body: bytes):
@@ -72,3 +156,23 @@ class StandinMaster:
                 pass
 
         return Handler
+
+
+def main() -> None:
+    """Serve OUTDIR at --listen (inside a test's namespace), reports to --reports."""
+    p = argparse.ArgumentParser()
+    p.add_argument("outdir")
+    p.add_argument("--listen", required=True)
+    p.add_argument("--reports", required=True)
+    args = p.parse_args()
+    address, port = args.listen.rsplit(":", 1)
+    base = f"http://{address}:{port}"
+    master = StandinMaster(Path(args.outdir), base, reports=Path(args.reports))
+    server = http.server.ThreadingHTTPServer((address, int(port)), master._handler())
+    print("ready", flush=True)
+    os.environ.pop("http_proxy", None)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
