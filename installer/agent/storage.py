@@ -19,6 +19,7 @@ LABEL_PREFIX = "gi-"
 TYPE_CODES = {"bios_grub": "EF02", "esp": "EF00", "swap": "8200", "linux": "8300",
               "lvm": "8E00"}
 ALIGN = 1 << 20
+LVM_GUID = "E6D6D379-F507-44C2-A23C-238F2A3DF928"     # GPT's "Linux LVM" type
 
 
 class StorageError(Exception):
@@ -217,19 +218,26 @@ class Storage:
         found = [p for p in self.layout() if p["partlabel"] == label]
         if not found:
             free = self._largest_free()
-            if free < min_size:
+            size = free[1] * self._sector()
+            if size < min_size:
                 raise StorageError(
-                    f"{self.disk.describe()} has {free / (1 << 30):.1f} GiB free after the "
+                    f"{self.disk.describe()} has {size / (1 << 30):.1f} GiB free after the "
                     f"installed system; volume group '{self.plan['storage'].get('vg', 'ganeti')}'"
                     f" needs at least {min_size / (1 << 30):.1f} GiB; nothing was written")
+            # sfdisk, not sgdisk: util-linux is on every installed system, gdisk is not.
+            # --no-reread: the disk is in use (it holds /); partx adds the new partition.
             disk = self.disk.devnode
-            self.run.change(["sgdisk", "--new=0:0:0", "--typecode=0:8E00",
-                             f"--change-name=0:{label}", disk])
-            self.run.change(["partx", "--update", disk])
+            start, sectors = free
+            self.run.change(["sfdisk", "--append", "--no-reread", "--no-tell-kernel", disk],
+                            input=f"start={start}, size={sectors}, type={LVM_GUID}, "
+                                  f"name={label}\n")
+            number = next(p["number"] for p in self.layout() if p["partlabel"] == label) \
+                if not self.run.dry_run else 0
+            self.run.change(["partx", "--add", "--nr", str(number), disk])
             self.run.change(["udevadm", "settle"])
             found = [p for p in self.layout() if p["partlabel"] == label]
             if not self.run.dry_run and not found:
-                raise StorageError(f"sgdisk made no partition {label} on {disk}")
+                raise StorageError(f"sfdisk made no partition {label} on {disk}")
             if found:
                 self._wait_for([found[0]["path"]])
         self.devices[pv["id"]] = found[0]["path"] if found else f"{self.disk.devnode}?"
@@ -238,13 +246,15 @@ class Storage:
                 report(f"lvm_volgroup/{action['id']}")
                 self.do_lvm_volgroup(action)
 
-    def _largest_free(self) -> int:
-        """Bytes in the largest free block of the GPT, as sgdisk would use it."""
-        disk = self.disk.devnode
-        first = self.run.read(["sgdisk", "--first-aligned-in-largest", disk]).split()[-1]
-        last = self.run.read(["sgdisk", "--end-of-largest", disk]).split()[-1]
-        sector = int(self.run.read(["blockdev", "--getss", disk]).strip() or 512)
-        return max(0, int(last) - int(first) + 1) * sector
+    def _largest_free(self) -> tuple:
+        """(first sector, sectors) of the disk's largest free block, from `sfdisk -F`."""
+        out = self.run.read(["sfdisk", "--list-free", self.disk.devnode])
+        blocks = [(int(f[0]), int(f[2])) for f in (line.split() for line in out.splitlines())
+                  if len(f) == 4 and all(x.isdigit() for x in f[:3])]
+        return max(blocks, key=lambda b: b[1]) if blocks else (0, 0)
+
+    def _sector(self) -> int:
+        return int(self.run.read(["blockdev", "--getss", self.disk.devnode]).strip() or 512)
 
     def fstype(self, device: str) -> str:
         return self.run.read(["blkid", "--match-tag", "TYPE", "--output", "value", device],
