@@ -25,7 +25,7 @@ def drbd(vm: VM, cluster: config.Cluster) -> None:
 
 def bridges(vm: VM, cluster: config.Cluster, node: config.Node) -> None:
     nic, man, pub = cluster.provisioning.nic, cluster.management, cluster.public
-    addr = run(vm, f"ip -o -4 addr show {man.bridge}")
+    addr = run(vm, f"ip -color=never -o -4 addr show {man.bridge}")
     assert f"{node.ip}/{man.network.prefixlen}" in addr, addr
     ports = run(vm, f"ls /sys/class/net/{man.bridge}/brif; echo --; "
                     f"ls /sys/class/net/{pub.bridge}/brif")

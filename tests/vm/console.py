@@ -14,7 +14,7 @@ def login(vm: VM, hostname: str, password: str = ROOT_PASSWORD) -> None:
     vm.child.sendline(password)
     vm.expect(rf"root@{hostname}:~# ", timeout=120)
     # The quotes keep the echoed command line from matching the prompt.
-    vm.child.sendline("stty -echo; export PS1='G''I# '")
+    vm.child.sendline("stty -echo; export SYSTEMD_PAGER= PAGER=cat PS1='G''I# '")
     vm.expect("GI# ", timeout=30)
 
 

@@ -1,0 +1,110 @@
+"""The agent's disk choice and its refusals, in QEMU: the right disk is chosen, and a disk it
+must not touch (foreign data, too small) is left exactly as it was, with the reason reported.
+
+Each VM carries a blank USB stick beside its fixed disk: removable disks are never candidates,
+so the choice falls on the fixed disk, whose refusal then names it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from installer import config
+
+from .conftest import example_path
+from .vm.qemu import VM, make_disk
+from .vm.standin import StandinMaster
+
+pytestmark = pytest.mark.vm
+
+CONSOLE = "console=ttyS0,115200n8"
+NODE = "node3"
+
+
+@pytest.fixture(scope="module")
+def master(built):
+    outdir, _ = built
+    with StandinMaster(outdir, config.load(example_path("cluster.toml")).provisioning.base_url) as m:
+        yield m
+
+
+def netboot(built, work: Path, master: StandinMaster, name: str, disks: list[Path],
+            stick: Path) -> list[tuple[str, dict]]:
+    """Boot the netboot image until the agent gives up; the reports it sent."""
+    outdir, _ = built
+    plan = master.plan(NODE)
+    seen = len(master.reports)
+    vm = VM(name, work, memory=1024, cpus=2, disks=disks, usb_disks=[stick],
+            nics=[f"user,model=virtio-net-pci,mac={plan['node']['mac']}"],
+            kernel=str(outdir / "netboot/vmlinuz"), initrd=str(outdir / "netboot/initrd"),
+            append=f"{CONSOLE} installer.plan={master.url}/plans/{NODE}.json").start()
+    try:
+        vm.expect(r"error: install failed", timeout=900)
+        deadline = time.monotonic() + 60    # the report is posted after the console line
+        while not any(r["status"] == "failed" for r in reports(master, seen)):
+            assert time.monotonic() < deadline, "the refusal was not reported"
+            vm.pump(0.5)
+    finally:
+        vm.stop()
+    return reports(master, seen)
+
+
+def reports(master: StandinMaster, since: int) -> list[dict]:
+    return [r for path, r in master.reports[since:] if path.endswith(f"/{NODE}/events")]
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Whether two disk images hold the same bytes as the guest sees them."""
+    return subprocess.run(["qemu-img", "compare", "-q", str(a), str(b)]).returncode == 0
+
+
+def foreign_disk(work: Path) -> Path:
+    """A 40 GiB disk whose whole device holds an ext4 file system with a file on it."""
+    raw = work / "foreign.raw"
+    subprocess.run(["truncate", "-s", "40G", str(raw)], check=True)
+    data = work / "data"
+    data.mkdir()
+    (data / "accounts.txt").write_text("the office's only copy\n")
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "office", "-d", str(data), str(raw)],
+                   check=True)
+    disk = work / "foreign.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(disk)], check=True)
+    raw.unlink()
+    return disk
+
+
+def copy(disk: Path, dest: Path) -> Path:
+    subprocess.run(["cp", "--sparse=always", str(disk), str(dest)], check=True)
+    return dest
+
+
+def test_foreign_data_is_refused_and_left_byte_identical(built, master, tmp_path):
+    disk = foreign_disk(tmp_path)
+    before = copy(disk, tmp_path / "before.qcow2")
+    stick = make_disk(tmp_path / "stick.qcow2", "1G")
+    reports = netboot(built, tmp_path, master, "foreign", [disk], stick)
+    chosen = next(r for r in reports if r["step"] == "identify" and r["status"] == "done")
+    assert "/dev/vda (40.0 GiB" in chosen["message"], chosen
+    failed = next(r for r in reports if r["status"] == "failed")
+    assert failed["step"] == "storage", failed
+    assert "refusing to install on /dev/vda" in failed["message"]
+    assert "ext4" in failed["message"] and "nothing was written" in failed["message"]
+    assert same_content(before, disk), "the agent changed a disk it refused"
+    assert same_content(make_disk(tmp_path / "blank.qcow2", "1G"), stick)
+
+
+def test_too_small_disk_is_refused_with_the_sizes(built, master, tmp_path):
+    disk = make_disk(tmp_path / "small.qcow2", "20G")
+    before = copy(disk, tmp_path / "before.qcow2")
+    stick = make_disk(tmp_path / "stick.qcow2", "1G")
+    reports = netboot(built, tmp_path, master, "small", [disk], stick)
+    failed = next(r for r in reports if r["status"] == "failed")
+    assert failed["step"] == "identify", failed
+    message = failed["message"]
+    assert "/dev/vda (20.0 GiB" in message and "is too small" in message, message
+    assert "need 32.5 GiB" in message and "the disk has 20.0 GiB" in message, message
+    assert "nothing was written" in message
+    assert same_content(before, disk)
