@@ -27,8 +27,9 @@ BIOS_GRUB_SIZE = 1 * sizes.MiB
 
 
 def plan_url(cluster: Cluster, node: Node) -> str:
-    """Where the node's plan is served: OUTDIR/plans over HTTP (its PXE entry names it)."""
-    return f"{cluster.provisioning.base_url}/plans/{node.name}.json"
+    """Where `serve` hands out the node's plan, with its token: by MAC, in the dashed form
+    the PXE entry for that MAC is named by."""
+    return f"{cluster.provisioning.base_url}/api/v1/plans/{node.mac.replace(':', '-')}"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from installer.agent import client, cmdline
 
 NO_PLAN = ("no plan: the kernel command line has no installer.plan=<URL> and no boot medium "
            "carries a plan. Boot this machine from the master's PXE entry for its MAC, or add "
-           "installer.plan=http://<master>/plans/<node>.json to the kernel command line.")
+           "installer.plan=http://<master>:<port>/api/v1/plans/<mac as 52-54-00-..> to the "
+           "kernel command line.")
 
 
 def _plan_source(args) -> str | None:

@@ -43,6 +43,14 @@ class StandinMaster:
         text = (self.outdir / "plans" / f"{name}.json").read_text()
         return json.loads(text.replace(self.base_url, self.url))
 
+    def node_by_mac(self, dashed: str) -> str | None:
+        """The node whose plan has this MAC (as serve's /api/v1/plans/<dashed-mac>)."""
+        mac = dashed.lower().replace("-", ":")
+        for path in sorted((self.outdir / "plans").glob("*.json")):
+            if json.loads(path.read_text())["node"]["mac"] == mac:
+                return path.stem
+        return None
+
     @property
     def reports(self) -> list[tuple[str, dict]]:
         if self.reports_file is None:
@@ -129,6 +137,11 @@ class StandinMaster:
                 parts = self.path.strip("/").split("/")
                 if len(parts) == 2 and parts[0] == "plans" and parts[1].endswith(".json"):
                     return self._send(json.dumps(master.plan(parts[1][:-5])).encode())
+                if parts[:3] == ["api", "v1", "plans"] and len(parts) == 4:
+                    name = master.node_by_mac(parts[3])
+                    if name is None:
+                        return self.send_error(404)
+                    return self._send(json.dumps(master.plan(name)).encode())
                 path = (master.outdir / self.path.lstrip("/")).resolve()
                 if master.outdir.resolve() not in path.parents or not path.is_file():
                     return self.send_error(404)
