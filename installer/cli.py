@@ -75,6 +75,72 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from installer import serve, statedir
+    cluster = _load(args.file, False)
+    if cluster is None:
+        return 1
+    p = cluster.provisioning
+    host, port = serve.parse_listen(args.listen or f"{p.address}:{p.http_port}")
+    opts = serve.Options(cluster=cluster, cluster_file=args.file, outdir=args.outdir,
+                         state_dir=args.state or statedir.default(cluster, args.outdir),
+                         host=host, port=port, dhcp=not args.no_dhcp)
+    return serve.run(opts)
+
+
+def _base_url(args) -> str:
+    if args.url:
+        return args.url.rstrip("/")
+    if args.cluster:
+        cluster = _load(args.cluster, False)
+        if cluster is None:
+            raise InstallerError(f"cannot read the master's address from {args.cluster}")
+        return cluster.provisioning.base_url
+    raise InstallerError("where is the master? give --url http://ADDRESS:PORT or "
+                         "--cluster FILE (its network.provisioning address and http_port)")
+
+
+def cmd_status(args) -> int:
+    from installer import status
+    return status.show(_base_url(args), as_json=args.json, watch=args.watch)
+
+
+def cmd_reinstall(args) -> int:
+    from installer import api, state, statedir, status
+    cluster = _load(args.file, False)
+    if cluster is None:
+        return 1
+    names = [n.name for n in cluster.nodes]
+    if args.node not in names:
+        raise InstallerError(f"no node '{args.node}' in {args.file}: use one of "
+                             f"{', '.join(names)}")
+    state_dir = args.state or statedir.default(cluster, args.outdir)
+    url = (args.url or cluster.provisioning.base_url).rstrip("/")
+    try:
+        token = statedir.admin_token(state_dir, create=False)
+    except InstallerError:
+        token = None        # serve never ran with this state directory
+    if token:
+        try:
+            status.reinstall(url, args.node, token)
+            print(f"{args.node}: marked for reinstall by the master at {url}; its next PXE "
+                  "boot installs it")
+            return 0
+        except status.Unreachable:
+            pass
+    # No serve listening: change the state and the PXE tree directly (SQLite serialises
+    # this with any other writer).
+    db = state.open_state(state_dir)
+    try:
+        db.sync_nodes(cluster)
+        api.reinstall(db, args.outdir, args.node)
+    finally:
+        db.close()
+    print(f"{args.node}: marked for reinstall in {state_dir} (no master answered at {url}); "
+          "its next PXE boot installs it once serve runs")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ganeti-installer",
@@ -107,6 +173,45 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the artifact summary as JSON")
     b.add_argument("--no-images", action="store_true", help="skip the images (same as render)")
     b.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("serve", help="run the master: HTTP API and artifacts, DHCP/TFTP, state",
+                       description="Serve OUTDIR to the nodes: plans by MAC with a per-node "
+                       "token, progress reports, the PXE handoff to local boot, the artifacts "
+                       "over HTTP, and dnsmasq (DHCP or proxy DHCP, and TFTP) on "
+                       "network.provisioning.interface. State (SQLite) survives restarts. "
+                       "Stops on SIGTERM or Ctrl-C.")
+    s.add_argument("file", help="the cluster file (TOML)")
+    s.add_argument("outdir", help="the OUTDIR render or build wrote")
+    s.add_argument("--state", metavar="DIR", help="state directory (default: beside OUTDIR, "
+                   "<cluster name>-state)")
+    s.add_argument("--listen", metavar="ADDR:PORT", help="HTTP address (default: "
+                   "network.provisioning.address:http_port)")
+    s.add_argument("--no-dhcp", action="store_true",
+                   help="do not start dnsmasq (another server does DHCP and TFTP)")
+    s.set_defaults(func=cmd_serve)
+
+    st = sub.add_parser("status", help="show the nodes, their state and current step",
+                        description="A table of the nodes from the master's API: state, "
+                        "current step, progress, last message; and machines whose MAC is not "
+                        "in the cluster file.")
+    st.add_argument("--url", help="the master's base URL, e.g. http://10.99.0.1:8080")
+    st.add_argument("--cluster", metavar="FILE", help="take the URL from this cluster file")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+                    help="refresh every SECONDS (default 2) until Ctrl-C")
+    st.set_defaults(func=cmd_status)
+
+    ri = sub.add_parser("reinstall", help="mark a node for reinstall (PXE entry back to install)",
+                        description="Set NODE back to pending with a new token and make its "
+                        "PXE entry the install form: its next network boot reinstalls it. "
+                        "Goes through the running serve (admin token from the state "
+                        "directory), or straight to the state when none answers.")
+    ri.add_argument("file", help="the cluster file (TOML)")
+    ri.add_argument("outdir", help="the OUTDIR serve serves")
+    ri.add_argument("node", help="the node's name")
+    ri.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
+    ri.add_argument("--url", help="the master's base URL (default: from the cluster file)")
+    ri.set_defaults(func=cmd_reinstall)
     return p
 
 

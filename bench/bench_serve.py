@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Serve benchmark: 40 simulated nodes against a real `ganeti-installer serve` on loopback.
+Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_serve.py [--nodes 40] [--size-mib 128] [--reports 30]
+                                          [--interval 0.1] [--lan-mbps 1000] [OUTDIR]
+
+1. link: the loopback bandwidth in this run, as N raw TCP connections each sent the netboot
+   initrd by sendfile(2) and read by recv_into (no HTTP on either side);
+2. boot storm: N nodes fetch the initrd over HTTP at once (requests): aggregate MB/s, and
+   its share of the link (target >= 90 %);
+   and again with raw-socket readers (a minimal GET, then recv_into): the difference is
+   what the requests client itself costs on a host whose cores serve and clients share;
+3. install: N nodes each fetch their plan by MAC and post REPORTS progress reports (one per
+   --interval seconds, far faster than a real install): plan and report latency p50/p99
+   alone; while N more downloads of the initrd share a --lan-mbps LAN's bandwidth (default
+   1000: a gigabit provisioning LAN); and while they run as fast as loopback goes, the
+   downloading clients as SCHED_IDLE (the CPU they use is a node's own in real life)
+   (target p99 < 50 ms).
+
+OUTDIR: a built OUTDIR whose netboot/initrd is used; without it, a random initrd of
+--size-mib MiB. Nodes, clients and serve share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import requests  # noqa: E402
+
+from bench.bench_build import cluster_file  # noqa: E402
+from installer import config, dnsmasq, pxe, render  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHUNK = 1 << 20
+MB = 1e6
+
+
+def make_outdir(path: str, nodes: int, size_mib: int, built: str | None) -> tuple[str, str]:
+    """A rendered OUTDIR for an N-node cluster; the initrd from BUILT or random bytes."""
+    cfile = cluster_file(nodes, path)
+    cluster = config.load(cfile)
+    out = os.path.join(path, "out")
+    plans = render.render_plans(cluster)
+    render.write_plans(plans, out)
+    pxe.render_entries(cluster, out, plans=plans)
+    dnsmasq.render_dnsmasq(cluster, out)
+    os.makedirs(os.path.join(out, "netboot"))
+    initrd = os.path.join(out, "netboot", "initrd")
+    if built:
+        shutil.copyfile(os.path.join(built, "netboot", "initrd"), initrd)
+    else:
+        with open(initrd, "wb") as f:
+            for _ in range(size_mib):
+                f.write(os.urandom(CHUNK))
+    with open(os.path.join(out, "netboot", "vmlinuz"), "wb") as f:
+        f.write(os.urandom(CHUNK))
+    return cfile, out
+
+
+def start_serve(cfile: str, out: str, state: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "installer.cli", "serve", cfile, out,
+                             "--state", state, "--listen", f"127.0.0.1:{port}", "--no-dhcp"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            raise SystemExit(f"serve did not start (exit {proc.wait()})")
+        if line.startswith("serving "):
+            break
+    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()  # drain
+    return proc, f"http://127.0.0.1:{port}"
+
+
+# -- 1. the link ---------------------------------------------------------------------------
+
+def raw_link(path: str, n: int) -> float:
+    """MB/s of N concurrent raw TCP transfers of the file (sendfile → recv_into)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(n)
+    port = server.getsockname()[1]
+
+    def send_all():
+        conns = [server.accept()[0] for _ in range(n)]
+        threads = [threading.Thread(target=_sendfile, args=(c, path)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    sizes = [0] * n
+
+    def receive(i):
+        buf = bytearray(CHUNK)
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            while got := c.recv_into(buf):
+                sizes[i] += got
+    start = time.perf_counter()
+    threads = [threading.Thread(target=receive, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - start
+    sender.join()
+    server.close()
+    return sum(sizes) / took / MB
+
+
+def _sendfile(conn: socket.socket, path: str) -> None:
+    with conn, open(path, "rb") as f:
+        conn.sendfile(f)
+
+
+# -- 2. downloads over HTTP ----------------------------------------------------------------
+
+def downloads(url: str, n: int, expect: int, result, idle: bool = False,
+              rate: float = 0, forever: bool = False) -> None:
+    """N threads fetch the initrd at once; puts (bytes, seconds) in the result queue.
+    idle: the clients take only CPU time nothing else wants (SCHED_IDLE), as if they ran on
+    their own machines; their reading would otherwise starve serve on a 2-core host.
+    rate: bytes/s per client (0: as fast as it goes); TCP then paces serve's sending.
+    forever: fetch again and again, until the process is terminated."""
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    sizes = [0] * n
+    errors = []
+
+    def fetch(i):
+        while True:
+            once(i)
+            if not forever:
+                return
+
+    def once(i):
+        start, before = time.perf_counter(), sizes[i]
+        with requests.get(f"{url}/netboot/initrd", stream=True, timeout=60) as r:
+            if r.status_code != 200:
+                errors.append(r.status_code)
+                return
+            for chunk in r.iter_content(CHUNK // 16 if rate else CHUNK):
+                sizes[i] += len(chunk)
+                if rate:
+                    done = sizes[i] - before
+                    time.sleep(max(0.0, done / rate - (time.perf_counter() - start)))
+    start = time.perf_counter()
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - start
+    short = sum(1 for s in sizes if s % expect)
+    result.put((sum(sizes), took, errors, short))
+
+
+def lean_downloads(url: str, n: int, expect: int, result) -> None:
+    """As downloads(), but each node reads with recv_into on a raw socket after a minimal
+    GET: what serve can send when the client costs no more than the link's own reader."""
+    host, port = url.split("//")[1].split(":")
+    sizes = [0] * n
+
+    def fetch(i):
+        buf = bytearray(CHUNK)
+        with socket.create_connection((host, int(port))) as c:
+            c.sendall(f"GET /netboot/initrd HTTP/1.1\r\nHost: {host}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += c.recv(4096)
+            sizes[i] = len(head.split(b"\r\n\r\n", 1)[1])
+            while got := c.recv_into(buf):
+                sizes[i] += got
+    start = time.perf_counter()
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - start
+    result.put((sum(sizes), took, [], sum(1 for s in sizes if s != expect)))
+
+
+# -- 3. plans and reports ------------------------------------------------------------------
+
+def installs(url: str, macs: list[str], reports: int, interval: float, result) -> None:
+    """One thread per node: its plan by MAC, then REPORTS reports; puts the latencies."""
+    plan_ms, report_ms, bad = [], [], []
+
+    def node(mac):
+        s = requests.Session()
+        t0 = time.perf_counter()
+        r = s.get(f"{url}/api/v1/plans/{mac.replace(':', '-')}", timeout=30)
+        plan_ms.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200:
+            bad.append(f"plan {r.status_code}")
+            return
+        plan = r.json()
+        events = f"{url}/api/v1/nodes/{plan['node']['name']}/events"
+        headers = {"Authorization": f"Bearer {plan['report']['token']}"}
+        for i in range(reports):
+            body = {"step": "install", "status": "started", "index": 0, "total": reports}
+            if i:
+                body = {"step": f"stage{i}", "status": "done", "index": i, "total": reports}
+            body.update(time=time.time(), message="x" * 200, final=False)
+            t0 = time.perf_counter()
+            r = s.post(events, json=body, headers=headers, timeout=30)
+            report_ms.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                bad.append(f"report {r.status_code} {r.text[:100]}")
+            time.sleep(interval)
+    threads = [threading.Thread(target=node, args=(m,)) for m in macs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.put((plan_ms, report_ms, bad))
+
+
+def latencies(plan_ms: list[float], report_ms: list[float], bad: list[str]) -> None:
+    print(f"  plan fetch   x{len(plan_ms):5}: p50 {statistics.median(plan_ms):6.1f} ms, "
+          f"p99 {pct(plan_ms, 99):6.1f} ms, max {max(plan_ms):6.1f} ms")
+    print(f"  report POST  x{len(report_ms):5}: p50 {statistics.median(report_ms):6.1f} ms, "
+          f"p99 {pct(report_ms, 99):6.1f} ms, max {max(report_ms):6.1f} ms "
+          f"(target p99 < 50 ms); refused {len(bad)} {bad[:3]}")
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def bench_storm(ctx, url: str, n: int, size: int, link: float) -> None:
+    for label, target in (("requests", downloads), ("raw socket readers", lean_downloads)):
+        total, took, errors, short = _storm(ctx, target, url, n, size)
+        rate = total / took / MB
+        print(f"boot storm, {n} x GET /netboot/initrd ({label}): {total / MB:.0f} MB in "
+              f"{took:.2f} s = {rate:.0f} MB/s = {100 * rate / link:.0f} % of the link "
+              f"(target >= 90 %); errors {errors or 'none'}, incomplete {short}")
+
+
+def _storm(ctx, target, url: str, n: int, size: int) -> tuple:
+    """target's downloads in a spawned process (its own GIL)."""
+    q = ctx.Queue()
+    worker = ctx.Process(target=target, args=(url, n, size, q))
+    worker.start()
+    got = q.get()
+    worker.join()
+    return got
+
+
+def bench_install(ctx, url: str, macs: list[str], size: int, args) -> None:
+    """Plan and report latency alone, then under two download loads. Each round is a new
+    install attempt of the same nodes ("install started" begins one)."""
+    n = len(macs)
+    lan = args.lan_mbps * 1e6 / 8
+    loads = (("no other load", None),
+             (f"a {args.lan_mbps:g} Mbit/s LAN's worth of initrd downloads by {n} nodes",
+              (False, lan / n)),
+             (f"{n} initrd downloads as fast as loopback goes (clients SCHED_IDLE, as on "
+              "their own machines)", (True, 0)))
+    for label, load_args in loads:
+        load, unused = None, ctx.Queue()      # kept: the child unpickles it
+        if load_args:
+            load = ctx.Process(target=downloads,
+                               args=(url, n, size, unused, *load_args, True))
+            load.start()
+            time.sleep(1)               # the downloads are under way
+        iq = ctx.Queue()
+        nodes = ctx.Process(target=installs, args=(url, macs, args.reports, args.interval, iq))
+        nodes.start()
+        plan_ms, report_ms, bad = iq.get()
+        nodes.join()
+        if load:
+            load.terminate()            # it fetches until stopped
+            load.join()
+        print(f"install, {n} nodes, a report every {args.interval:g} s each, under {label}:")
+        latencies(plan_ms, report_ms, bad)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("outdir", nargs="?", help="a built OUTDIR (its netboot/initrd is used)")
+    p.add_argument("--nodes", type=int, default=40)
+    p.add_argument("--size-mib", type=int, default=128)
+    p.add_argument("--reports", type=int, default=30)
+    p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--lan-mbps", type=float, default=1000,
+                   help="the provisioning LAN's speed for the paced load of step 3")
+    args = p.parse_args()
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="gi-bench-serve-") as tmp:
+        cfile, out = make_outdir(tmp, args.nodes, args.size_mib, args.outdir)
+        initrd = os.path.join(out, "netboot", "initrd")
+        size = os.path.getsize(initrd)
+        macs = [n.mac for n in config.load(cfile).nodes]
+        proc, url = start_serve(cfile, out, os.path.join(tmp, "state"))
+        try:
+            print(f"{args.nodes} nodes, initrd {size / MB:.1f} MB "
+                  f"({'from ' + args.outdir if args.outdir else 'random'}), "
+                  f"{os.cpu_count()} CPUs shared by serve and the clients")
+            link = raw_link(initrd, args.nodes)
+            print(f"link (loopback, {args.nodes} raw TCP streams, sendfile -> recv_into): "
+                  f"{link:.0f} MB/s")
+            bench_storm(ctx, url, args.nodes, size, link)
+            bench_install(ctx, url, macs, size, args)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""The master's HTTP side (aiohttp): plans by MAC, progress reports, status, and the artifacts.
+
+    GET  /api/v1/plans/<mac>            the node's plan with its token and the master's SSH key
+    POST /api/v1/nodes/<name>/events    a report (Authorization: Bearer <node token>)
+    GET  /api/v1/nodes[/<name>[/events]]  status for admins: never a token
+    GET  /api/v1/unknown                MACs that asked for a plan or an entry, not in the file
+    POST /api/v1/nodes/<name>/reinstall back to pending and the install entry (admin token)
+    GET  /<netboot|images|tftp|agent>/… and /manifest.json: files, with ranges and checksums
+
+Every refusal is a JSON object {"error": "..."} with a 4xx status, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aiohttp import web
+
+from installer import artifacts, pxe, reports
+from installer.errors import InstallerError
+from installer.state import INSTALLED, State, public
+
+AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+# The per-MAC entry paths a loader asks for; a MAC with no entry there is an unknown machine.
+ENTRY = re.compile(r"tftp/(?:ipxe/|pxelinux\.cfg/01-|grub/grub\.cfg-01-)"
+                   r"([0-9a-f]{2}(?:-[0-9a-f]{2}){5})(?:\.ipxe)?")
+
+
+@dataclass
+class Service:
+    """What the handlers share. on_booted(state, node) runs in a worker thread once a node
+    reports booted (the join, installer/join.py); None: nodes stay booted."""
+    outdir: str
+    state: State
+    serve_key: str
+    admin_token: str
+    on_booted: Callable[[State, dict], None] | None = None
+    log: Callable[[str], None] = print
+    checksums: artifacts.Checksums = field(init=False)
+    pool: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self):
+        self.checksums = artifacts.Checksums(self.outdir)
+        # SQLite serialises the writers anyway; a few threads let reads overlap a commit.
+        self.pool = ThreadPoolExecutor(4, thread_name_prefix="api")
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_app(service: Service) -> web.Application:
+    # client_max_size: the largest body any route reads (a report).
+    app = web.Application(client_max_size=reports.LIMIT, middlewares=[_json_errors])
+    app[SERVICE] = service
+    app.router.add_get("/api/v1/plans/{mac}", get_plan)
+    app.router.add_get("/api/v1/nodes", get_nodes)
+    app.router.add_get("/api/v1/nodes/{name}", get_node)
+    app.router.add_get("/api/v1/nodes/{name}/events", get_events)
+    app.router.add_post("/api/v1/nodes/{name}/events", post_event)
+    app.router.add_post("/api/v1/nodes/{name}/reinstall", post_reinstall)
+    app.router.add_get("/api/v1/unknown", get_unknown)
+    app.router.add_route("*", "/api/{rest:.*}", no_such_api)
+    app.router.add_get("/{path:.*}", get_file)     # HEAD too
+    return app
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler):
+    """aiohttp's own refusals (405, 413, ...) as JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return error(e.status, f"{e.reason}: {request.method} {request.path}")
+
+
+async def _blocking(svc: Service, fn, *args):
+    """Run the SQLite and file work of a request in the API's own threads, in one hop: the
+    loop that streams images to other nodes stays free, and file work waits in another pool."""
+    return await asyncio.get_running_loop().run_in_executor(svc.pool, fn, *args)
+
+
+async def _answer(svc: Service, fn, *args) -> web.Response:
+    """fn(*args) in the API threads: its JSON-able result, or its refusal."""
+    try:
+        return web.json_response(await _blocking(svc, fn, *args))
+    except reports.Refused as e:
+        return error(e.status, e.message)
+
+
+# -- plans ----------------------------------------------------------------------------------
+
+async def get_plan(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    return await _answer(svc, plan_for_mac, svc, request.match_info["mac"])
+
+
+def plan_for_mac(svc: Service, raw: str) -> dict:
+    """The plan of the node with this MAC, or Refused; an unknown MAC is noted."""
+    mac = raw.lower().replace("-", ":")
+    if not pxe.MAC.fullmatch(mac):
+        raise reports.Refused(400, f"'{raw[:40]}' is not a MAC address: ask for "
+                                   "/api/v1/plans/52-54-00-12-34-56 (the booting NIC's MAC)")
+    node = svc.state.node_by_mac(mac)
+    if node is None:
+        svc.state.record_unknown(mac, "plan")
+        svc.log(f"plan asked for by unknown MAC {mac}")
+        raise reports.Refused(404, f"no node with MAC {mac} in the cluster file: to install "
+                                   f"this machine add it under [[nodes]] with mac = \"{mac}\", "
+                                   "run ganeti-installer render and restart serve")
+    if node["state"] in INSTALLED:
+        raise reports.Refused(409, f"{node['name']} is {node['state']}: its plan is served "
+                                   f"again after ganeti-installer reinstall ... {node['name']}")
+    try:
+        plan = _plan_for(svc, node)
+    except InstallerError as e:
+        raise reports.Refused(500, str(e)) from None
+    svc.log(f"plan of {node['name']} sent")
+    return plan
+
+
+def _plan_for(svc: Service, node: dict) -> dict:
+    """OUTDIR/plans/<name>.json with the node's token and the master's key added."""
+    path = os.path.join(svc.outdir, "plans", f"{node['name']}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            plan = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InstallerError(f"cannot read {path} ({e}): run ganeti-installer render") from None
+    if plan.get("node", {}).get("mac") != node["mac"]:
+        raise InstallerError(f"{path} is not for {node['mac']}: OUTDIR is from another cluster "
+                             "file; run ganeti-installer render, then restart serve")
+    plan["report"]["token"] = node["token"]
+    files = plan["files"]
+    keys = next((f for f in files if f["path"] == AUTHORIZED_KEYS), None)
+    if keys is None:
+        keys = {"path": AUTHORIZED_KEYS, "mode": "0600", "content": ""}
+        files.append(keys)
+    content = keys["content"]
+    if content and not content.endswith("\n"):
+        content += "\n"
+    keys["content"] = content + svc.serve_key + "\n"
+    return plan
+
+
+# -- reports --------------------------------------------------------------------------------
+
+async def post_event(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, f"the report is larger than {reports.LIMIT // 1024} KiB: shorten "
+                          "its message")
+    token, refusal = _bearer(request)
+    if refusal:
+        return refusal
+    name = request.match_info["name"]
+    try:
+        outcome = await _blocking(svc, take_report, svc, name, token, body)
+    except reports.Refused as e:
+        return error(e.status, e.message)
+    after = outcome.node
+    if outcome.booted and svc.on_booted is not None:
+        asyncio.get_running_loop().run_in_executor(None, _join, svc, after)
+    return web.json_response({"node": name, "state": after["state"],
+                              "attempt": after["attempt"], "duplicate": outcome.duplicate})
+
+
+def take_report(svc: Service, name: str, token: str | None, body: bytes) -> reports.Outcome:
+    """Check and record one report: the node, its token, the body, the order; or Refused."""
+    try:
+        node = svc.state.node(name)
+        if node is None:
+            raise reports.Refused(404, f"no node '{name}' in the cluster file")
+        if token is not None and not secrets.compare_digest(token, node["token"]):
+            raise reports.Refused(403, f"wrong token for {name}: use report.token of the plan "
+                                       "the node got (a reinstall gives a new one)")
+        report = reports.parse(body)
+        flip = lambda n: pxe.set_boot(svc.outdir, n["mac"], "local")  # noqa: E731
+        outcome = reports.record(svc.state, name, report, token is not None, on_installed=flip)
+    except reports.Refused as e:
+        svc.log(f"{name}: refused report ({e.status}): {e.message}")
+        raise
+    except InstallerError as e:     # the PXE flip failed: nothing recorded, the agent retries
+        svc.log(f"{name}: {e}")
+        raise reports.Refused(500, str(e)) from None
+    if not outcome.duplicate:
+        svc.log(f"{name}: {report.step} {report.status} -> {outcome.node['state']}")
+    return outcome
+
+
+def _bearer(request: web.Request) -> tuple[str | None, web.Response | None]:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None, None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None, error(401, "use 'Authorization: Bearer <token>' with the token of the "
+                                "node's plan (report.token)")
+    return token.strip(), None
+
+
+def _join(svc: Service, node: dict) -> None:
+    try:
+        svc.on_booted(svc.state, node)
+    except Exception as e:  # noqa: BLE001 - a join bug must not go unnoticed, nor stop serve
+        svc.log(f"{node['name']}: join failed: {type(e).__name__}: {e}")
+        svc.state.set_state(node["name"], "failed", f"join: {type(e).__name__}: {e}")
+
+
+# -- status and admin -----------------------------------------------------------------------
+
+async def get_nodes(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    return await _answer(svc, lambda: [public(n) for n in svc.state.nodes()])
+
+
+async def get_node(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    return await _answer(svc, node_status, svc.state, request.match_info["name"])
+
+
+def node_status(state: State, name: str) -> dict:
+    node = state.node(name)
+    if node is None:
+        raise reports.Refused(404, f"no node '{name}' in the cluster file")
+    return dict(public(node), host_keys=node["host_keys"], steps=state.steps(name))
+
+
+async def get_events(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    return await _answer(svc, node_events, svc.state, request.match_info["name"])
+
+
+def node_events(state: State, name: str) -> list[dict]:
+    if state.node(name) is None:
+        raise reports.Refused(404, f"no node '{name}' in the cluster file")
+    return state.events(name)
+
+
+async def get_unknown(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    return await _answer(svc, svc.state.unknown)
+
+
+async def post_reinstall(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    token, refusal = _bearer(request)
+    if refusal or token is None:
+        return refusal or error(401, "reinstall needs 'Authorization: Bearer <admin token>': "
+                                     "run ganeti-installer reinstall on the master")
+    if not secrets.compare_digest(token, svc.admin_token):
+        return error(403, "wrong admin token: it is admin.token in serve's --state directory")
+    name = request.match_info["name"]
+    return await _answer(svc, reinstall_node, svc, name)
+
+
+def reinstall_node(svc: Service, name: str) -> dict:
+    if svc.state.node(name) is None:
+        raise reports.Refused(404, f"no node '{name}' in the cluster file")
+    try:
+        node = reinstall(svc.state, svc.outdir, name)
+    except InstallerError as e:
+        raise reports.Refused(500, str(e)) from None
+    svc.log(f"{name}: marked for reinstall")
+    return {"node": name, "state": node["state"]}
+
+
+def reinstall(state: State, outdir: str, name: str) -> dict:
+    """Pending, new token, install entry: together or not at all."""
+    return state.reinstall(name, before_commit=lambda node: pxe.set_boot(outdir, node["mac"],
+                                                                         "install"))
+
+
+async def no_such_api(request: web.Request) -> web.Response:
+    return error(404 if request.method in ("GET", "HEAD", "POST") else 405,
+                 f"no API {request.method} {request.path}: see GET /api/v1/nodes, "
+                 "/api/v1/unknown, /api/v1/plans/<mac>, POST /api/v1/nodes/<name>/events")
+
+
+# -- artifacts ------------------------------------------------------------------------------
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    svc: Service = request.app[SERVICE]
+    rel = request.match_info["path"]
+    try:
+        path = artifacts.resolve(svc.outdir, rel)
+    except artifacts.Refused as e:
+        if e.status == 404:
+            await _note_unknown_entry(svc, rel)
+        return error(e.status, e.message)
+    headers = {"Content-Type": artifacts.content_type(rel)}
+    digest = await _blocking(svc, svc.checksums.sha256, rel, path)
+    if digest:
+        headers["X-Checksum-Sha256"] = digest
+    if rel.startswith("tftp/"):
+        headers["Cache-Control"] = "no-cache"      # entries flip between install and local
+    return web.FileResponse(path, headers=headers)
+
+
+async def _note_unknown_entry(svc: Service, rel: str) -> None:
+    match = ENTRY.fullmatch(rel)
+    if match:
+        await _blocking(svc, _note_unknown, svc, match.group(1).replace("-", ":"))
+
+
+def _note_unknown(svc: Service, mac: str) -> None:
+    if svc.state.node_by_mac(mac) is None:
+        svc.state.record_unknown(mac, "pxe")
+        svc.log(f"PXE entry asked for by unknown MAC {mac}")

@@ -1,0 +1,122 @@
+"""dnsmasq as the child of `serve`: DHCP (or proxy DHCP) and TFTP on the provisioning LAN.
+
+It runs in the foreground with the configuration `render` chose (OUTDIR/dnsmasq/mode), logs
+to a pipe serve reads, and counts as up once it names its TFTP root (every socket is bound
+by then). dnsmasq exits at once on a bad start: its message becomes an error that names the
+cause and the fix, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+from typing import Callable
+
+from installer import dnsmasq
+from installer.errors import InstallerError
+
+READY = "TFTP root is"
+START_TIMEOUT = 15.0
+# A DHCP or PXE request in dnsmasq's log (log-dhcp): "DHCPDISCOVER(eth0) 52:54:00:..".
+REQUEST = re.compile(r"\b(?:DHCP[A-Z]+|PXE)\([^)]*\)\s+(?:[0-9.]+\s+)?"
+                     r"([0-9a-f]{2}(?::[0-9a-f]{2}){5})\b")
+
+
+class Dnsmasq:
+    def __init__(self, outdir: str, state_dir: str, interface: str, *,
+                 cluster_file: str = "the cluster file",
+                 on_line: Callable[[str], None] = print):
+        self.conf = dnsmasq.active_config(outdir)
+        self.state_dir, self.interface, self.cluster_file = state_dir, interface, cluster_file
+        self.on_line = on_line
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("dnsmasq")
+        if binary is None:
+            raise InstallerError("dnsmasq is missing: install the Debian package dnsmasq-base "
+                                 "(apt-get install dnsmasq-base), or run serve with --no-dhcp "
+                                 "and let another DHCP/TFTP server boot the nodes")
+        return [binary, "--keep-in-foreground", f"--conf-file={self.conf}", "--log-facility=-",
+                f"--dhcp-leasefile={os.path.join(self.state_dir, 'dnsmasq.leases')}",
+                f"--pid-file={os.path.join(self.state_dir, 'dnsmasq.pid')}"]
+
+    async def start(self) -> None:
+        """Start dnsmasq and wait until it serves; InstallerError (nothing running) if not."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        seen: list[str] = []
+        try:
+            await asyncio.wait_for(self._until_ready(seen), START_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise InstallerError(f"dnsmasq did not come up in {START_TIMEOUT:.0f} s: "
+                                 f"{' | '.join(seen[-5:]) or 'no output'}") from None
+        except InstallerError:
+            await self.stop()
+            raise
+        self._reader = asyncio.create_task(self._follow())
+
+    async def _until_ready(self, seen: list[str]) -> None:
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                code = await self.proc.wait()
+                raise InstallerError(self.explain(seen, code))
+            text = line.decode(errors="replace").strip()
+            if text:
+                seen.append(text)
+                self.on_line(text)
+            if READY in text:
+                return
+
+    async def _follow(self) -> None:
+        while line := await self.proc.stdout.readline():
+            self.on_line(line.decode(errors="replace").rstrip())
+
+    def explain(self, lines: list[str], code: int) -> str:
+        """dnsmasq's last words as the cause and the fix."""
+        said = next((ln for ln in reversed(lines) if ln.startswith("dnsmasq")), "") or \
+            (lines[-1] if lines else f"exit status {code}")
+        if "unknown interface" in said or "No such device" in said:
+            return (f"dnsmasq cannot start: there is no interface '{self.interface}' on this "
+                    f"host ({said}): set network.provisioning.interface in "
+                    f"{self.cluster_file} to the interface on the nodes' LAN (ip link lists "
+                    "them) and run ganeti-installer render, or run serve with --no-dhcp")
+        if "Address already in use" in said:
+            return (f"dnsmasq cannot start: another DHCP or TFTP server holds its port on "
+                    f"{self.interface} ({said}): stop it (ss -ulpn shows which, on ports "
+                    "67, 69 and 4011), or run serve with --no-dhcp to keep that server")
+        if "Permission denied" in said or "Operation not permitted" in said:
+            return f"dnsmasq cannot start ({said}): run serve as root"
+        if "TFTP directory" in said or "cannot access directory" in said:
+            return (f"dnsmasq cannot read the TFTP root ({said}): keep OUTDIR where every "
+                    "parent directory is world-searchable (chmod o+x), and run render")
+        return f"dnsmasq exited with status {code}: {said}; the configuration is {self.conf}"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s; waits until it is gone."""
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+            except ProcessLookupError:
+                pass
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)

@@ -1,0 +1,251 @@
+"""The agent's progress reports: their shape, and what each one does to a node's state.
+
+pending ─install started─▶ installing ─install installed─▶ installed ─boot booted─▶ booted
+   (any failed final report ▶ failed; a new install started begins a new attempt at any time)
+
+A report is checked completely before anything is written; a refused report changes nothing
+and gets a 4xx with the reason. Refusals are never 409: the agent retries 409 forever.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from installer import state as st
+
+LIMIT = 64 * 1024           # a report carries hook output (the agent keeps its last 4000 chars)
+STATUSES = ("started", "running", "done", "skipped", "failed", "installed", "booted")
+STEP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./+@:-]{0,199}")
+KEY_TYPE = re.compile(r"[a-z0-9-]{1,32}")
+HOST_KEY = re.compile(r"[a-z0-9@.-]{1,64} [A-Za-z0-9+/]{16,16384}={0,3}")
+UNAUTHENTICATED_MESSAGE = 2000  # characters kept of a report that carries no token
+UNAUTHENTICATED_EVERY = 10.0    # seconds between two such reports of one node
+
+
+class Refused(Exception):
+    """A report the master does not take: HTTP status and a message naming the fix."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class Report:
+    step: str
+    status: str
+    message: str = ""
+    index: int = 0
+    total: int = 0
+    time: float = 0.0
+    final: bool = False
+    host_keys: dict = field(default_factory=dict)
+
+    @property
+    def plan_failed(self) -> bool:
+        """The agent's report when it could not use its plan: it has no token to send."""
+        return (self.step, self.status) == ("plan", "failed")
+
+
+def parse(body: bytes) -> Report:
+    """A Report from a request body, or Refused(400) naming the field and what it must be."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Refused(400, f"the report is not JSON ({e}): send a JSON object like "
+                           '{"step": "os", "status": "started", "index": 3, "total": 6}')
+    if not isinstance(data, dict):
+        raise Refused(400, "the report must be a JSON object")
+    unknown = sorted(set(data) - {"step", "status", "message", "index", "total", "time",
+                                  "final", "host_keys"})
+    if unknown:
+        raise Refused(400, f"unknown field(s) in the report: {', '.join(unknown)}")
+    step = _typed(data, "step", str, None)
+    if not STEP.fullmatch(step):
+        raise Refused(400, f"'step' {step[:80]!r} is not a step name: letters, digits and "
+                           "_./+@:- only, at most 200 characters")
+    status = _typed(data, "status", str, None)
+    if status not in STATUSES:
+        raise Refused(400, f"'status' {status[:80]!r} is unknown: use one of "
+                           f"{', '.join(STATUSES)}")
+    index, total = _typed(data, "index", int, 0), _typed(data, "total", int, 0)
+    if index < 0 or total < 0 or (total and index > total):
+        raise Refused(400, f"'index' {index} and 'total' {total}: need 0 <= index <= total")
+    when = _typed(data, "time", float, 0.0)
+    if not math.isfinite(when) or when < 0:
+        raise Refused(400, "'time' must be the node's clock in seconds since the epoch")
+    return Report(step=step, status=status, message=_typed(data, "message", str, ""),
+                  index=index, total=total, time=float(when),
+                  final=_typed(data, "final", bool, False),
+                  host_keys=_host_keys(data.get("host_keys", {})))
+
+
+def _typed(data: dict, key: str, kind: type, default):
+    if key not in data:
+        if default is None:
+            raise Refused(400, f"the report has no '{key}'")
+        return default
+    value = data[key]
+    if kind is bool:
+        ok = isinstance(value, bool)
+    else:       # JSON true is not a number; an integer is a fine time
+        ok = isinstance(value, (int, float) if kind is float else kind) and \
+            not isinstance(value, bool)
+    if not ok:
+        name = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        raise Refused(400, f"'{key}' must be {name[kind]}, not {json.dumps(value)[:80]}")
+    return value
+
+
+def _host_keys(value) -> dict:
+    if not isinstance(value, dict):
+        raise Refused(400, "'host_keys' must be an object like {\"ed25519\": \"ssh-ed25519 "
+                           "AAAA...\"}")
+    for kind, key in value.items():
+        if not KEY_TYPE.fullmatch(kind) or not isinstance(key, str) or \
+                not HOST_KEY.fullmatch(key):
+            raise Refused(400, f"host_keys[{kind[:40]!r}] is not '<type> <base64>' as in "
+                               "/etc/ssh/ssh_host_*_key.pub")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    node: dict                  # the node after the report
+    duplicate: bool = False     # the same report again (the agent's answer was lost)
+    installed: bool = False     # flipped to installed by this report
+    booted: bool = False        # flipped to booted: the join may start
+
+
+def record(state: st.State, name: str, report: Report, authenticated: bool, *,
+           on_installed: Callable[[dict], None] = lambda node: None) -> Outcome:
+    """Check `report` against the node's state and apply it, in one transaction.
+
+    on_installed(node) runs inside the transaction (the PXE flip): if it raises, nothing
+    is recorded and the agent, which retries, sends the report again."""
+    now = time.time()
+    with state.transaction() as db:
+        row = db.execute("SELECT * FROM nodes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise Refused(404, f"no node '{name}' in the cluster file")
+        node = st.node_from_row(row)
+        if _seen(db, name, report):
+            return Outcome(node, duplicate=True)
+        if authenticated:
+            change = decide(node, report)
+        else:
+            change = _unauthenticated(db, node, report, now)
+        attempt = change.get("attempt", node["attempt"])
+        message = report.message if authenticated else report.message[:UNAUTHENTICATED_MESSAGE]
+        st.insert_event(db, name, attempt, report.step, report.status, message,
+                        report.index, report.total, report.final, report.time, now,
+                        authenticated)
+        if change:
+            _update(db, name, dict(change, updated=now))
+            db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (node, attempt, step) DO UPDATE SET status = "
+                       "excluded.status, idx = excluded.idx, total = excluded.total, "
+                       "message = excluded.message, updated = excluded.updated",
+                       (name, attempt, report.step, report.status, report.index,
+                        report.total, message, now, now))
+        after = st.node_from_row(db.execute("SELECT * FROM nodes WHERE name = ?",
+                                            (name,)).fetchone())
+        installed = change.get("state") == "installed"
+        if installed:
+            on_installed(after)
+        return Outcome(after, installed=installed, booted=change.get("state") == "booted")
+
+
+def _seen(db, name: str, r: Report) -> bool:
+    return db.execute("SELECT 1 FROM events WHERE node = ? AND node_time = ? AND step = ? "
+                      "AND status = ? AND idx = ?",
+                      (name, r.time, r.step, r.status, r.index)).fetchone() is not None
+
+
+def _update(db, name: str, change: dict) -> None:
+    cols = {"index": "idx"}
+    values = {cols.get(k, k): json.dumps(v) if k == "host_keys" else v
+              for k, v in change.items()}
+    db.execute(f"UPDATE nodes SET {', '.join(f'{k} = ?' for k in values)} WHERE name = ?",
+               (*values.values(), name))
+
+
+def decide(node: dict, r: Report) -> dict:
+    """The node's changed fields after an authenticated report; Refused(422) if out of order."""
+    name, state = node["name"], node["state"]
+    if (r.step, r.status) == ("install", "started"):
+        return {"state": "installing", "attempt": node["attempt"] + 1,
+                "attempt_time": r.time, "step": "install", "index": 0, "total": r.total,
+                "message": r.message, "host_keys": {}}
+    if (r.step, r.status) == ("boot", "booted"):
+        return _booted(node, r)
+    if state != "installing":
+        why = {"pending": "no install has started",
+               "failed": "its install failed"}.get(state, f"it is {state}")
+        raise Refused(422, f"report '{r.step} {r.status}' for {name} is out of order: {why}; "
+                           "an install's reports begin with 'install started'")
+    if r.time < node["attempt_time"]:
+        raise Refused(422, f"report '{r.step} {r.status}' for {name} is older than the "
+                           "install attempt it would belong to (a leftover of an earlier one)")
+    if r.index and r.index < node["index"]:
+        raise Refused(422, f"report '{r.step} {r.status}' for {name} is out of order: "
+                           f"index {r.index} after {node['index']}")
+    if r.total and node["total"] and r.total != node["total"]:
+        raise Refused(422, f"report '{r.step} {r.status}' for {name} has total {r.total}, "
+                           f"but its install started with {node['total']} stages")
+    change = {"step": r.step, "message": r.message, "index": r.index or node["index"]}
+    if (r.step, r.status) == ("install", "installed"):
+        return dict(change, state="installed", host_keys=r.host_keys)
+    if r.status == "failed" and r.final:
+        return dict(change, state="failed")
+    return change
+
+
+def _booted(node: dict, r: Report) -> dict:
+    """The node booted its own disk: only after its install, and with the same host keys."""
+    name, state = node["name"], node["state"]
+    if not r.host_keys:
+        raise Refused(400, "a 'boot booted' report must carry the node's host_keys")
+    if state in ("pending", "installing"):
+        raise Refused(422, f"'boot booted' for {name} is out of order: it is {state}, and "
+                           "a node reports booted only after 'install installed'")
+    known = node["host_keys"]
+    # gnt-node add gives every node the master's rsa/ecdsa host keys; its own ed25519 key
+    # stays, so that is the key that tells a joined node from another disk.
+    common = set(known) & set(r.host_keys)
+    common = common & {"ed25519"} or common
+    if known and (not common or any(known[k] != r.host_keys[k] for k in common)):
+        raise Refused(422, f"the host keys {name} reports differ from those its install "
+                           "reported: not the disk that was installed; check the machine and "
+                           f"run ganeti-installer reinstall for {name}")
+    if state in ("joining", "joined"):
+        return {}       # a member rebooted: recorded, and the join is not run again
+    return {"state": "booted", "step": "boot", "message": r.message,
+            "host_keys": known or r.host_keys}
+
+
+def _unauthenticated(db, node: dict, r: Report, now: float) -> dict:
+    """The agent's 'plan failed' (it has no token): at most marks the node failed.
+
+    Anyone on the provisioning LAN could send it, so it never touches an installed node
+    (whose plan, and token, the master no longer hands out) and is rate limited."""
+    name = node["name"]
+    if not r.plan_failed:
+        raise Refused(401, f"a report for {name} needs 'Authorization: Bearer <token>' with "
+                           "the token of the node's plan (report.token)")
+    if node["state"] in st.INSTALLED:
+        raise Refused(401, f"{name} is {node['state']}: a report without a token is taken "
+                           "only from a node that is installing")
+    last = db.execute("SELECT MAX(received) FROM events WHERE node = ? AND authenticated = 0",
+                      (name,)).fetchone()[0]
+    if last is not None and now - last < UNAUTHENTICATED_EVERY:
+        raise Refused(429, f"a report without a token for {name} came "
+                           f"{now - last:.1f} s ago: one per {UNAUTHENTICATED_EVERY:.0f} s")
+    message = r.message[:UNAUTHENTICATED_MESSAGE]
+    return {"state": "failed", "step": "plan",
+            "message": f"the agent could not use its plan: {message}"}

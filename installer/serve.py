@@ -1,0 +1,172 @@
+"""`serve`: the master's service for one cluster, from a rendered (or built) OUTDIR.
+
+Starts, in order: the state (SQLite in the state directory, the node table synced with the
+cluster file), the PXE entries made to agree with the state, the HTTP API and artifacts
+(aiohttp), and dnsmasq. Any failure stops what was started and names the fix. SIGTERM and
+SIGINT stop dnsmasq, then HTTP. A later `serve` on the same state directory goes on where
+this one stopped: nodes, events and tokens are in the database.
+
+on_booted: the join hook. serve calls on_booted(state, node) in a worker thread when a node
+reports booted from its own disk; it moves the node through state.set_state(name,
+"joining" | "joined" | "failed", message). None (the default) leaves nodes booted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from aiohttp import web
+
+from installer import api, dhcp, pxe, statedir
+from installer.config import Cluster
+from installer.errors import InstallerError
+from installer.state import INSTALLED, State, open_state
+
+on_booted: Callable[[State, dict], None] | None = None
+
+
+@dataclass
+class Options:
+    cluster: Cluster
+    cluster_file: str
+    outdir: str
+    state_dir: str
+    host: str
+    port: int
+    dhcp: bool = True
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InstallerError(f"--listen '{text}' is not ADDRESS:PORT: write e.g. "
+                             "--listen 10.99.0.1:8080 (0.0.0.0:8080 for every interface)")
+    return host.strip("[]"), int(port)
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def check_outdir(outdir: str) -> None:
+    """serve needs what render writes; images only once a node boots."""
+    for rel in ("plans", "tftp", os.path.join("dnsmasq", "mode")):
+        if not os.path.exists(os.path.join(outdir, rel)):
+            raise InstallerError(f"{outdir} has no {rel}: run ganeti-installer render (or "
+                                 f"build) CLUSTER {outdir} first")
+    for rel in ("netboot/vmlinuz", "netboot/initrd"):
+        if not os.path.isfile(os.path.join(outdir, rel)):
+            log(f"warning: {outdir}/{rel} is missing: nodes cannot netboot until "
+                "ganeti-installer build has made the images")
+
+
+def sync_pxe(state: State, outdir: str) -> None:
+    """Installed nodes boot their disk, the others install: the state decides, not the last
+    render (which sets every node to install)."""
+    for node in state.nodes():
+        want = "local" if node["state"] in INSTALLED else "install"
+        try:
+            now = pxe.boot_form(outdir, node["mac"])
+        except InstallerError:
+            now = None      # half flipped: set it whole
+        if now != want:
+            pxe.set_boot(outdir, node["mac"], want)
+            log(f"{node['name']} is {node['state']}: its PXE entry is now '{want}'")
+
+
+def prepare(opts: Options) -> api.Service:
+    """Everything before the first socket: fails without starting anything."""
+    check_outdir(opts.outdir)
+    statedir.prepare(opts.state_dir)
+    state = open_state(opts.state_dir)
+    try:
+        state.sync_nodes(opts.cluster)
+        sync_pxe(state, opts.outdir)
+        key = statedir.serve_key(opts.state_dir, f"ganeti-installer@{opts.cluster.fqdn}")
+        admin = statedir.admin_token(opts.state_dir)
+    except BaseException:
+        state.close()
+        raise
+    return api.Service(opts.outdir, state, key, admin, on_booted=on_booted, log=log)
+
+
+def run(opts: Options, *, ready: Callable[[str], None] | None = None) -> int:
+    service = prepare(opts)
+    try:
+        return asyncio.run(_serve(opts, service, ready or (lambda url: None)))
+    finally:
+        service.pool.shutdown()
+        service.state.close()
+
+
+async def _serve(opts: Options, service: api.Service, ready: Callable[[str], None]) -> int:
+    runner = web.AppRunner(api.make_app(service), access_log=None, handle_signals=False)
+    await runner.setup()
+    daemon = None
+    try:
+        site = web.TCPSite(runner, opts.host, opts.port, backlog=512)
+        try:
+            await site.start()
+        except OSError as e:
+            raise InstallerError(f"cannot listen on {opts.host}:{opts.port}: {e.strerror}: "
+                                 "stop the program holding that port, or choose another "
+                                 "with --listen ADDRESS:PORT (and http_port in the cluster "
+                                 "file, which the PXE entries name)") from None
+        port = runner.addresses[0][1]       # the real one when --listen says port 0
+        if opts.dhcp:
+            daemon = dhcp.Dnsmasq(opts.outdir, opts.state_dir,
+                                  opts.cluster.provisioning.interface,
+                                  cluster_file=opts.cluster_file,
+                                  on_line=_dnsmasq_line(service))
+            await daemon.start()
+        url = f"http://{opts.host}:{port}"
+        log(f"serving {opts.cluster.fqdn} from {opts.outdir} at {url}; state in "
+            f"{opts.state_dir}; DHCP/TFTP: "
+            f"{'dnsmasq ' + daemon.conf if daemon else 'off (--no-dhcp)'}")
+        ready(url)
+        return await _until_stopped(daemon)
+    finally:
+        if daemon is not None:
+            await daemon.stop()
+        await runner.cleanup()
+
+
+async def _until_stopped(daemon: dhcp.Dnsmasq | None) -> int:
+    """0 on SIGTERM/SIGINT; 1 if dnsmasq dies under us (nodes could not boot)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.create_task(stop.wait())]
+    if daemon is not None:
+        waits.append(asyncio.create_task(daemon.wait()))
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    if stop.is_set():
+        log("stopping")
+        return 0
+    log(f"error: dnsmasq exited with status {daemon.proc.returncode}; nodes cannot PXE boot: "
+        "see its messages above, fix the cause and start serve again")
+    return 1
+
+
+def _dnsmasq_line(service: api.Service) -> Callable[[str], None]:
+    """Log dnsmasq's lines, and note the MACs it hears from that are not nodes."""
+    def note(mac: str) -> None:
+        if service.state.node_by_mac(mac) is None:
+            service.state.record_unknown(mac, "dhcp")
+
+    def on_line(line: str) -> None:
+        log(line)
+        match = dhcp.REQUEST.search(line)
+        if match:
+            service.pool.submit(note, match.group(1))     # SQLite off the loop
+    return on_line

@@ -1,0 +1,104 @@
+"""`status` and `reinstall` as clients of the master's API: tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+from installer.errors import InstallerError
+
+COLUMNS = ("NODE", "MAC", "STATE", "STEP", "PROGRESS", "UPDATED", "MESSAGE")
+MESSAGE_WIDTH = 60
+
+
+class Unreachable(Exception):
+    """Nothing answers at the master's URL (reinstall then writes the state directly)."""
+
+
+def fetch(url: str) -> dict:
+    """{"nodes": [...], "unknown": [...]} from the API at base URL `url`."""
+    return {"nodes": _get(f"{url}/api/v1/nodes"), "unknown": _get(f"{url}/api/v1/unknown")}
+
+
+def _get(url: str):
+    try:
+        resp = requests.get(url, timeout=10)
+    except requests.RequestException as e:
+        raise InstallerError(f"cannot reach the master at {url} ({type(e).__name__}): is "
+                             "ganeti-installer serve running? Name its address with --url "
+                             "http://ADDRESS:PORT or --cluster FILE") from None
+    if resp.status_code != 200:
+        raise InstallerError(f"{url} answered HTTP {resp.status_code}: {_reason(resp)}")
+    try:
+        return resp.json()
+    except ValueError:
+        raise InstallerError(f"{url} did not answer JSON: is that ganeti-installer serve?") \
+            from None
+
+
+def _reason(resp: requests.Response) -> str:
+    try:
+        return resp.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:200]
+
+
+def table(status: dict, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [COLUMNS]
+    for n in status["nodes"]:
+        progress = f"{n['index']}/{n['total']}" if n["total"] else "-"
+        message = " ".join(n["message"].split())
+        if len(message) > MESSAGE_WIDTH:
+            message = message[:MESSAGE_WIDTH - 1] + "…"
+        rows.append((n["name"], n["mac"], n["state"], n["step"] or "-", progress,
+                     ago(now - n["updated"]), message))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    if status["unknown"]:
+        lines += ["", "Machines not in the cluster file (add one under [[nodes]] with its "
+                      "mac, run render and restart serve to install it):"]
+        for u in status["unknown"]:
+            lines.append(f"  {u['mac']}  asked {u['count']} time(s) for its {u['source']}, "
+                         f"last {ago(now - u['last_seen'])}")
+    return "\n".join(lines)
+
+
+def ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def show(url: str, *, as_json: bool, watch: float | None, out=print) -> int:
+    """Print once, or every `watch` seconds until interrupted (JSON: one object a line)."""
+    while True:
+        status = fetch(url)
+        if as_json:
+            out(json.dumps(status, indent=None if watch else 2))
+        else:
+            if watch:
+                out("\033[H\033[2J" + f"{url}  (every {watch:g} s, Ctrl-C to stop)\n")
+            out(table(status))
+        if not watch:
+            return 0
+        time.sleep(watch)
+
+
+def reinstall(url: str, name: str, admin_token: str) -> dict:
+    """POST the reinstall; a refusal becomes InstallerError with the API's reason."""
+    try:
+        resp = requests.post(f"{url}/api/v1/nodes/{name}/reinstall", timeout=30,
+                             headers={"Authorization": f"Bearer {admin_token}"})
+    except requests.ConnectionError:
+        raise Unreachable(url) from None
+    except requests.RequestException as e:
+        raise InstallerError(f"reinstall of {name} through {url} failed: {e}") from None
+    if resp.status_code != 200:
+        raise InstallerError(f"the master refused the reinstall of {name}: HTTP "
+                             f"{resp.status_code} {_reason(resp)}")
+    return resp.json()

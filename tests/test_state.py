@@ -1,0 +1,217 @@
+"""The master's state and the report rules, without HTTP: parsing, ordering, the node table
+kept in step with the cluster file, and the join's small interface."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from installer import reports
+from installer.errors import InstallerError
+from installer.reports import Refused, Report
+from installer.state import open_state
+from tests.conftest import cluster_from, example_data
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPnn78oiACkS/RuNEECbmuqN5JM5YuykzKa8sbZ8ACtY"
+
+
+@pytest.fixture
+def state(tmp_path, bookworm):
+    s = open_state(str(tmp_path / "state"))
+    s.sync_nodes(bookworm)
+    yield s
+    s.close()
+
+
+def body(**kw) -> bytes:
+    return json.dumps(dict({"step": "os", "status": "started", "index": 3, "total": 6,
+                            "time": 100.0}, **kw)).encode()
+
+
+def test_parse_takes_what_the_agent_sends():
+    r = reports.parse(body(message="m", final=False, host_keys={"ed25519": KEY}))
+    assert r == Report("os", "started", "m", 3, 6, 100.0, False, {"ed25519": KEY})
+    assert reports.parse(b'{"step": "install", "status": "started", "time": 5}').time == 5.0
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "JSON object"),
+    (body(index="3"), "'index' must be an integer"),
+    (body(index=True), "'index' must be an integer"),
+    (body(final="yes"), "'final' must be true or false"),
+    (body(time="now"), "'time' must be a number"),
+    (body(status="exploded"), "'status' 'exploded' is unknown"),
+    (body(step="../../etc"), "not a step name"),
+    (body(index=7), "need 0 <= index <= total"),
+    (body(colour="red"), "unknown field(s) in the report: colour"),
+    (body(host_keys={"ed25519": "not a key"}), "host_keys['ed25519']"),
+    (body(host_keys=["x"]), "'host_keys' must be an object"),
+    (json.dumps({"status": "done"}).encode(), "no 'step'"),
+])
+def test_parse_refuses_bad_reports_naming_the_field(raw, words):
+    with pytest.raises(Refused) as e:
+        reports.parse(raw)
+    assert e.value.status == 400 and words in e.value.message
+
+
+def node(**kw) -> dict:
+    return dict({"name": "node1", "state": "installing", "attempt": 1, "attempt_time": 50.0,
+                 "index": 2, "total": 6, "host_keys": {}}, **kw)
+
+
+@pytest.mark.parametrize("n, r, words", [
+    (node(state="pending"), Report("os", "started", index=3, total=6, time=60),
+     "no install has started"),
+    (node(state="installed"), Report("os", "done", index=3, total=6, time=60),
+     "it is installed"),
+    (node(state="failed"), Report("os", "done", index=3, total=6, time=60),
+     "its install failed"),
+    (node(), Report("identify", "done", index=1, total=6, time=60), "index 1 after 2"),
+    (node(), Report("os", "started", index=3, total=6, time=40), "older than the install"),
+    (node(), Report("os", "started", index=3, total=5, time=60), "total 5"),
+    (node(), Report("boot", "booted", time=60, host_keys={"ed25519": KEY}),
+     "only after 'install installed'"),
+    (node(state="installed", host_keys={"ed25519": KEY}),
+     Report("boot", "booted", time=60, host_keys={"ed25519": KEY[:-4] + "AAAA"}),
+     "differ from those its install reported"),
+])
+def test_out_of_order_reports_are_422_never_409(n, r, words):
+    with pytest.raises(Refused) as e:
+        reports.decide(n, r)
+    assert e.value.status == 422 and words in e.value.message
+
+
+def test_a_new_install_started_begins_a_new_attempt_from_any_state():
+    for state in ("pending", "installing", "installed", "failed", "joined"):
+        change = reports.decide(node(state=state, host_keys={"ed25519": KEY}),
+                                Report("install", "started", total=6, time=70))
+        assert change["state"] == "installing" and change["attempt"] == 2
+        assert change["attempt_time"] == 70 and change["host_keys"] == {}
+
+
+def test_the_agents_report_stream_moves_the_state(state):
+    steps = [("install", "started", 0), ("identify", "started", 1), ("identify", "done", 1),
+             ("storage", "started", 2), ("storage/part-1", "running", 0),
+             ("hook/post-partition/10-x", "done", 0), ("storage", "done", 2),
+             ("os", "skipped", 3)]
+    for i, (step, status, index) in enumerate(steps):
+        out = reports.record(state, "node1", Report(step, status, index=index,
+                                                    total=6 if index or not i else 0,
+                                                    time=100 + i), True)
+        assert out.node["state"] == "installing" and out.node["step"] == step
+    assert out.node["index"] == 3
+    flipped = []
+    out = reports.record(state, "node1", Report("install", "installed", index=6, total=6,
+                                                time=200, final=True,
+                                                host_keys={"ed25519": KEY}),
+                         True, on_installed=flipped.append)
+    assert out.installed and out.node["state"] == "installed" and flipped == [out.node]
+    assert out.node["host_keys"] == {"ed25519": KEY}
+    out = reports.record(state, "node1", Report("boot", "booted", time=300,
+                                                host_keys={"ed25519": KEY}), True)
+    assert out.booted and out.node["state"] == "booted"
+    assert [s["step"] for s in state.steps("node1")][:3] == ["install", "identify", "storage"]
+    assert len(state.events("node1")) == len(steps) + 2
+
+
+def test_a_duplicate_report_is_taken_once(state):
+    r = Report("install", "started", total=6, time=100)
+    assert not reports.record(state, "node1", r, True).duplicate
+    again = reports.record(state, "node1", r, True)
+    assert again.duplicate and again.node["attempt"] == 1
+    assert len(state.events("node1")) == 1
+
+
+def test_a_failed_pxe_flip_records_nothing(state):
+    reports.record(state, "node1", Report("install", "started", total=6, time=100), True)
+    before = (state.node("node1"), state.events("node1"))
+
+    def broken(node):
+        raise InstallerError("no PXE entry")
+    with pytest.raises(InstallerError):
+        reports.record(state, "node1", Report("install", "installed", index=6, total=6,
+                                              time=200, final=True), True, on_installed=broken)
+    assert (state.node("node1"), state.events("node1")) == before
+
+
+def test_plan_failed_without_a_token_only_marks_failed(state):
+    r = Report("plan", "failed", "bad plan " + "x" * 5000, time=10, final=True)
+    out = reports.record(state, "node1", r, False)
+    assert out.node["state"] == "failed" and len(out.node["message"]) < 2100
+    assert state.events("node1")[-1]["authenticated"] is False
+    with pytest.raises(Refused) as e:          # rate limited
+        reports.record(state, "node1", Report("plan", "failed", "again", time=11), False)
+    assert e.value.status == 429
+    with pytest.raises(Refused) as e:          # anything else needs the token
+        reports.record(state, "node2", Report("install", "started", time=11), False)
+    assert e.value.status == 401
+    state.set_state("node3", "joined", "done")
+    with pytest.raises(Refused) as e:          # never touches an installed node
+        reports.record(state, "node3", Report("plan", "failed", time=12), False)
+    assert e.value.status == 401 and state.node("node3")["state"] == "joined"
+
+
+def test_a_joined_node_that_reboots_stays_joined(state):
+    state.set_state("node1", "joined", "joined the cluster")
+    out = reports.record(state, "node1", Report("boot", "booted", time=5,
+                                                host_keys={"ed25519": KEY}), True)
+    assert not out.booted and out.node["state"] == "joined"
+
+
+def test_sync_keeps_tokens_and_starts_new_hardware_over(tmp_path, state):
+    tokens = {n["name"]: n["token"] for n in state.nodes()}
+    assert len(set(tokens.values())) == 3 and all(len(t) > 40 for t in tokens.values())
+    state.set_state("node2", "joined", "")
+    data = example_data()
+    data["nodes"][1]["mac"] = "52:54:00:20:02:99"      # node2's board was replaced
+    del data["nodes"][2]
+    state.sync_nodes(cluster_from(data))
+    after = {n["name"]: n for n in state.nodes()}
+    assert sorted(after) == ["node1", "node2"]
+    assert after["node1"]["token"] == tokens["node1"]
+    assert after["node2"]["state"] == "pending" and after["node2"]["token"] != tokens["node2"]
+
+
+def test_sync_follows_a_mac_moved_to_another_node(state):
+    data = example_data()
+    data["nodes"][0]["mac"], data["nodes"][1]["mac"] = \
+        data["nodes"][1]["mac"], data["nodes"][0]["mac"]
+    state.sync_nodes(cluster_from(data))
+    assert state.node_by_mac(data["nodes"][0]["mac"])["name"] == "node1"
+
+
+def test_set_state_is_for_join_states_only(state):
+    with pytest.raises(InstallerError, match="a join may set only"):
+        state.set_state("node1", "installed")
+    with pytest.raises(InstallerError, match="no node 'nodeX'"):
+        state.set_state("nodeX", "joined")
+    state.set_state("node1", "joining", "gnt-node add")
+    assert state.node("node1")["state"] == "joining"
+    assert state.events("node1")[-1]["step"] == "join"
+
+
+def test_reinstall_gives_a_new_token_or_changes_nothing(state):
+    token = state.node("node1")["token"]
+    state.set_state("node1", "joined", "")
+
+    def broken(node):
+        raise InstallerError("flip failed")
+    with pytest.raises(InstallerError):
+        state.reinstall("node1", before_commit=broken)
+    assert state.node("node1")["state"] == "joined" and state.node("node1")["token"] == token
+    node = state.reinstall("node1")
+    assert node["state"] == "pending" and node["token"] != token
+    with pytest.raises(InstallerError, match="use one of node1, node2, node3"):
+        state.reinstall("nodeX")
+
+
+def test_unknown_macs_are_counted_and_bounded(state, monkeypatch):
+    monkeypatch.setattr("installer.state.UNKNOWN_KEEP", 3)
+    for i in range(5):
+        state.record_unknown(f"52:54:00:00:00:0{i}", "plan")
+    state.record_unknown("52:54:00:00:00:04", "pxe")
+    seen = state.unknown()
+    assert [u["mac"][-1] for u in seen] == ["4", "3", "2"]
+    assert seen[0]["count"] == 2 and seen[0]["source"] == "pxe"
