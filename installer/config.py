@@ -57,6 +57,7 @@ class Provisioning:
     dhcp: str                       # "server" or "proxy"
     range: tuple[str, str]
     http_port: int
+    on_master: bool = True          # the master node takes `address` once it is installed
 
     @property
     def base_url(self) -> str:
@@ -242,7 +243,8 @@ def _provisioning(r: Reader) -> Provisioning:
         nic=nic, interface=r.ifname(f"{p}.interface", default="eth0"),
         address=address or "10.99.0.1", network=net, dhcp=mode, range=(rng[0], rng[1]),
         http_port=r.integer(f"{p}.http_port", default=8080, low=1, high=65535,
-                            fix="use a TCP port number"))
+                            fix="use a TCP port number"),
+        on_master=r.boolean(f"{p}.on_master", default=True))
 
 
 def _nodes(r: Reader, management: Management, prov: Provisioning) -> list[tuple]:

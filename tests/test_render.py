@@ -142,6 +142,16 @@ def test_master_carries_the_provisioning_address(bookworm, tmp_path):
     assert "iface eth0 inet manual" in files["node2"]["/etc/network/interfaces"]
 
 
+def test_a_separate_provisioning_host_keeps_its_address():
+    from tests.conftest import cluster_from, example_data
+    data = example_data()
+    data["network"]["provisioning"]["on_master"] = False
+    plans = render.render_plans(cluster_from(data))
+    interfaces = {f["path"]: f["content"] for f in plans["node1"]["files"]}[
+        "/etc/network/interfaces"]
+    assert "iface eth0 inet manual" in interfaces and "10.99.0.1" not in interfaces
+
+
 def test_proxy_and_packages(bookworm):
     import dataclasses
     cluster = dataclasses.replace(bookworm, apt=dataclasses.replace(
