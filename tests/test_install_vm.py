@@ -122,6 +122,21 @@ def test_the_netboot_after_the_last_cut_resumed(installed):
     assert ("install", "installed") in last
 
 
+def test_booted_node_reports_to_the_master_with_its_host_keys(installed):
+    """Booted from its disk, the node tells the master it is up, with the host keys the
+    install reported: the keys the master pins before it joins the node."""
+    standin = installed.lan.standin
+    assert standin.wait_for(NODE, ("boot", "booted"), timeout=120), standin.events(NODE)[-5:]
+    sent = [r for path, r in standin.reports if path.endswith(f"/{NODE}/events")]
+    installed_keys = next(r["host_keys"] for r in reversed(sent) if r["status"] == "installed")
+    booted_keys = next(r["host_keys"] for r in reversed(sent) if r["status"] == "booted")
+    assert booted_keys == installed_keys and "ed25519" in booted_keys, sent[-1]
+    pub = run(installed.vm, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()
+    assert booted_keys["ed25519"] == f"{pub[0]} {pub[1]}"
+    assert run(installed.vm, "systemctl is-active ganeti-installer-booted.service").strip() \
+        in ("inactive", "active")       # done (exited 0), not failed or restarting
+
+
 def test_volume_group_ganeti_holds_the_rest_of_the_disk(installed):
     checks.volume_group(installed.vm, installed.cluster)
 

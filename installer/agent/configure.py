@@ -7,9 +7,10 @@ import re
 import uuid
 from typing import Dict, List
 
+from installer.agent import booted
+from installer.agent.booted import HOST_KEY_TYPES
 from installer.agent.target import Target
 
-HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 
 
 def write_files(plan: dict, t: Target) -> None:
@@ -99,13 +100,7 @@ def host_keys(t: Target) -> Dict[str, str]:
     keydir = t.path("etc/ssh")
     if not any(os.path.exists(os.path.join(keydir, f"ssh_host_{k}_key")) for k in HOST_KEY_TYPES):
         t.chroot(["ssh-keygen", "-A"])
-    keys = {}
-    for kind in HOST_KEY_TYPES:
-        pub = os.path.join(keydir, f"ssh_host_{kind}_key.pub")
-        if os.path.exists(pub):
-            with open(pub, encoding="utf-8") as f:
-                keys[kind] = " ".join(f.read().split()[:2])
-    return keys
+    return booted.read_host_keys(t.root)
 
 
 def fstab(t: Target, uuids: Dict[str, str]) -> None:

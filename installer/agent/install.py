@@ -9,11 +9,12 @@ target is the running system (`/`) and storage claims the disk's free space as t
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 from typing import Callable, List, Optional
 
 from installer import __version__
-from installer.agent import bootloader, configure, disks, hooks, journal, osinstall
+from installer.agent import booted, bootloader, configure, disks, hooks, journal, osinstall
 from installer.agent.client import Reporter
 from installer.agent.proc import Runner
 from installer.agent.storage import Storage
@@ -29,6 +30,15 @@ INSTALLED = "var/lib/ganeti-installer/installed"   # first-boot mode has run to 
 
 class IdentityError(Exception):
     pass
+
+
+def usage() -> dict:
+    """The agent's own CPU time and peak memory, and its children's (tar, mkfs, grub...)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_s": round(me.ru_utime + me.ru_stime, 2), "max_rss_kib": me.ru_maxrss,
+            "children_cpu_s": round(kids.ru_utime + kids.ru_stime, 2),
+            "children_max_rss_kib": kids.ru_maxrss}
 
 
 def local_macs() -> List[str]:
@@ -111,6 +121,9 @@ class Installer:
             configure.set_root_password(self.plan, t)
             configure.machine_id(t)
             self.host_keys = configure.host_keys(t)
+            if self.plan["release"]["init"] == "systemd":   # wheezy's sysvinit: not yet
+                report = self.plan["report"]
+                booted.install(t.root, report["url"], report.get("token"))
             if not self.first_boot:     # debian-installer wrote the fstab of its own layout
                 configure.fstab(t, {k: self.storage.uuid(f"fmt-{k}")
                                     for k in ("root", "esp", "swap")
@@ -168,7 +181,7 @@ class Installer:
             self.reporter.event(stage, "failed", f"{type(e).__name__}: {e}", final=True)
             raise
         self.reporter.event("install", "installed", "", total, total, final=True,
-                            host_keys=self.host_keys)
+                            host_keys=self.host_keys, usage=usage())
         return True
 
     def unmount(self) -> None:
