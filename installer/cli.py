@@ -81,10 +81,11 @@ def cmd_serve(args) -> int:
     if cluster is None:
         return 1
     p = cluster.provisioning
-    host, port = serve.parse_listen(args.listen or f"{p.address}:{p.http_port}")
+    # Every address: nodes netboot on the untagged VLAN, installed nodes report over VLAN 100.
+    host, port = serve.parse_listen(args.listen or f"0.0.0.0:{p.http_port}")
     opts = serve.Options(cluster=cluster, cluster_file=args.file, outdir=args.outdir,
                          state_dir=args.state or statedir.default(cluster, args.outdir),
-                         host=host, port=port, dhcp=not args.no_dhcp)
+                         host=host, port=port, dhcp=not args.no_dhcp, join=not args.no_join)
     return serve.run(opts)
 
 
@@ -185,9 +186,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--state", metavar="DIR", help="state directory (default: beside OUTDIR, "
                    "<cluster name>-state)")
     s.add_argument("--listen", metavar="ADDR:PORT", help="HTTP address (default: "
-                   "network.provisioning.address:http_port)")
+                   "every address, port network.provisioning.http_port)")
     s.add_argument("--no-dhcp", action="store_true",
                    help="do not start dnsmasq (another server does DHCP and TFTP)")
+    s.add_argument("--no-join", action="store_true",
+                   help="install and hand off nodes, but leave gnt-cluster init and "
+                        "gnt-node add to the admin (nodes stay 'booted')")
     s.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("status", help="show the nodes, their state and current step",

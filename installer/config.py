@@ -58,6 +58,7 @@ class Provisioning:
     range: tuple[str, str]
     http_port: int
     on_master: bool = True          # the master node takes `address` once it is installed
+    management_address: str | None = None   # a separate serving host's address on VLAN 100
 
     @property
     def base_url(self) -> str:
@@ -118,6 +119,14 @@ class Cluster:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
+    @property
+    def boot_report_url(self) -> str:
+        """Where installed nodes report: the serving host on the management VLAN (nodes have
+        no address on the untagged VLAN once installed)."""
+        prov = self.provisioning
+        address = self.node(self.master).ip if prov.on_master else prov.management_address
+        return f"http://{address}:{prov.http_port}"
+
 
 HYPERVISORS = ("kvm", "xen-pvm", "xen-hvm", "lxc", "fake")
 ROLES = ("candidate", "regular")
@@ -154,6 +163,7 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
     if master is not None and names and len(names) == len(nodes) and master not in names:
         r.error("cluster.master", f"'{master}' is not among the nodes ({', '.join(names)})",
                 "name one of the [[nodes]] entries as the master")
+    _serving_host(r, provisioning, management, nodes)
     hypervisors = _hypervisors(r)
     storage = _storage(r)
     drbd = Drbd(r.integer("drbd.minor_count", default=128, low=1, high=255,
@@ -179,6 +189,27 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
         provisioning=provisioning, storage=storage, drbd=drbd, apt=apt, ntp_servers=ntp,
         authorized_keys=authorized, root_password_hash=password, install_method=method,
         nodes=built)
+
+
+def _serving_host(r: Reader, prov: Provisioning, management: Management | None,
+                  nodes: list[tuple]) -> None:
+    """A separate serving host needs an address on the management VLAN: installed nodes
+    report there, and the join reaches them from there."""
+    key = "network.provisioning.management_address"
+    if prov.on_master:
+        if prov.management_address:
+            r.error(key, "is only for a separate serving host (on_master = false); the "
+                    "master serves at its own management address", f"remove {key}")
+        return
+    if not prov.management_address:
+        r.error(key, "a serving host that is not the master (on_master = false) needs its "
+                "address on the management VLAN", f'write {key} = "192.168.20.250"')
+    elif management is not None:
+        r.host_in(key, prov.management_address, management.network)
+        taken = {n[2]: n[0] for n in nodes}
+        if prov.management_address in taken:
+            r.error(key, f"{prov.management_address} is {taken[prov.management_address]}'s "
+                    "address", "give the serving host an address of its own")
 
 
 def _release(r: Reader) -> Release:
@@ -244,7 +275,8 @@ def _provisioning(r: Reader) -> Provisioning:
         address=address or "10.99.0.1", network=net, dhcp=mode, range=(rng[0], rng[1]),
         http_port=r.integer(f"{p}.http_port", default=8080, low=1, high=65535,
                             fix="use a TCP port number"),
-        on_master=r.boolean(f"{p}.on_master", default=True))
+        on_master=r.boolean(f"{p}.on_master", default=True),
+        management_address=r.address(f"{p}.management_address", default=None))
 
 
 def _nodes(r: Reader, management: Management, prov: Provisioning) -> list[tuple]:

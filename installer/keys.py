@@ -9,7 +9,7 @@ SCHEMA = {
         "public": {"vlan": None, "bridge": None},
         "provisioning": {"nic": None, "interface": None, "address": None, "cidr": None,
                          "dhcp": None, "range": None, "http_port": None,
-                         "on_master": None},
+                         "on_master": None, "management_address": None},
     },
     "storage": {"root": None, "swap": None, "vg": None, "wipe": None,
                 "disk": {"serial": None, "wwn": None, "path": None}},

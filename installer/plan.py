@@ -118,7 +118,8 @@ class PlanRenderer:
             "edits": self.edits(),
             "users": {"root": {"password_hash": self.cluster.root_password_hash}},
             "hooks": self.hooks,
-            "report": {"url": f"{self.cluster.provisioning.base_url}/api/v1/nodes/{node.name}"},
+            "report": {"url": f"{self.cluster.provisioning.base_url}/api/v1/nodes/{node.name}",
+                       "boot_url": f"{self.cluster.boot_report_url}/api/v1/nodes/{node.name}"},
             "kernel_args": "console=tty0 console=ttyS0,115200n8",
             "finish": "reboot",
         }

@@ -6,9 +6,9 @@ cluster file), the PXE entries made to agree with the state, the HTTP API and ar
 SIGINT stop dnsmasq, then HTTP. A later `serve` on the same state directory goes on where
 this one stopped: nodes, events and tokens are in the database.
 
-on_booted: the join hook. serve calls on_booted(state, node) in a worker thread when a node
-reports booted from its own disk; it moves the node through state.set_state(name,
-"joining" | "joined" | "failed", message). None (the default) leaves nodes booted.
+The join hook (installer.joining.JoinHook, unless --no-join) runs in a worker thread when a
+node reports booted from its own disk; it moves the node through state.set_state(name,
+"joining" | "joined" | "failed", message). Without it nodes stay booted.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from aiohttp import web
 from installer import api, dhcp, pxe, statedir
 from installer.config import Cluster
 from installer.errors import InstallerError
+from installer.joining import JoinHook
 from installer.state import INSTALLED, State, open_state
-
-on_booted: Callable[[State, dict], None] | None = None
-
 
 @dataclass
 class Options:
@@ -39,6 +37,7 @@ class Options:
     host: str
     port: int
     dhcp: bool = True
+    join: bool = True               # bootstrap and join nodes that report booted
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -92,7 +91,8 @@ def prepare(opts: Options) -> api.Service:
     except BaseException:
         state.close()
         raise
-    return api.Service(opts.outdir, state, key, admin, on_booted=on_booted, log=log)
+    hook = JoinHook(opts.cluster, opts.state_dir) if opts.join else None
+    return api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
 
 
 def run(opts: Options, *, ready: Callable[[str], None] | None = None) -> int:
@@ -125,6 +125,9 @@ async def _serve(opts: Options, service: api.Service, ready: Callable[[str], Non
                                   on_line=_dnsmasq_line(service))
             await daemon.start()
         url = f"http://{opts.host}:{port}"
+        if opts.host == "0.0.0.0":      # say where the nodes will find it
+            url = f"http://{opts.cluster.provisioning.address}:{port}"
+            log(f"installed nodes report to {opts.cluster.boot_report_url}")
         log(f"serving {opts.cluster.fqdn} from {opts.outdir} at {url}; state in "
             f"{opts.state_dir}; DHCP/TFTP: "
             f"{'dnsmasq ' + daemon.conf if daemon else 'off (--no-dhcp)'}")

@@ -178,6 +178,16 @@ class State:
             insert_event(db, name, row["attempt"], "join", state, message, 0, 0,
                           state in ("joined", "failed"), now, now, True)
 
+    def note(self, name: str, message: str, step: str = "join") -> None:
+        """A line for the node's event log (what the join's commands print)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT attempt FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise InstallerError(f"note: no node '{name}' in the state database")
+            now = time.time()
+            insert_event(db, name, row["attempt"], step, "log", message, 0, 0, False, now, now,
+                         True)
+
     def reinstall(self, name: str, before_commit=lambda node: None) -> dict:
         """Back to pending with a new token (an old disk's token stops working).
 

@@ -79,6 +79,7 @@ def test_a_plan_by_mac_carries_the_token_and_the_masters_key(server):
     node = server.state.node("node1")
     assert got["node"]["name"] == "node1"
     assert got["report"] == {"url": "http://10.99.0.1:8080/api/v1/nodes/node1",
+                             "boot_url": "http://192.168.20.222:8080/api/v1/nodes/node1",
                              "token": node["token"]}
     keys = next(f for f in got["files"] if f["path"] == "/root/.ssh/authorized_keys")
     lines = keys["content"].splitlines()

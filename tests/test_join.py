@@ -673,3 +673,51 @@ def test_join_is_not_done_while_verify_names_the_node(joiner, fresh):
     assert result.verify.ok
     assert {f.code for f in result.verify.others} == \
         {"ENODEHV", "ENODEVERSION", "ENODESSH", "ECLUSTERCFG"}
+
+
+# -- serve's join hook: the order of joins, and the states the admin sees ------------------
+
+@pytest.mark.integration
+def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joiner):
+    from installer.joining import JoinHook
+    from installer.state import open_state
+    state = open_state(str(fresh.base / "hook-state"))
+    try:
+        state.sync_nodes(joiner.cluster)
+        for name in ("node1", "node2"):
+            state.db.execute("UPDATE nodes SET state = 'booted', host_keys = ? WHERE name = ?",
+                             (json.dumps(fresh.host_keys), name))
+        hook = JoinHook(joiner.cluster, joiner.state_dir, port=fresh.port,
+                        timeouts=joiner.timeouts)
+        hook(state, state.node("node2"))            # before the cluster exists: it waits
+        assert state.node("node2")["state"] == "booted"
+        assert "waiting for the master node1" in state.events("node2")[-1]["message"]
+        assert not [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]]
+        # node2 will be another machine once the master exists (see bootstrapped())
+        hook(state, state.node("node1"))
+        assert state.node("node1")["state"] == "joined", state.node("node1")
+        assert state.node("node2")["state"] == "joined", state.events("node2")[-5:]
+        assert ["gnt-node", "add", "node2.project.edu"] in calls(fresh)
+        steps = [(e["step"], e["status"]) for e in state.events("node2")]
+        assert ("join", "joining") in steps and steps[-1] == ("join", "joined")
+        assert any(e["status"] == "log" and "gnt-node add" in e["message"]
+                   for e in state.events("node2"))
+    finally:
+        state.close()
+
+
+@pytest.mark.integration
+def test_the_hook_marks_a_refused_join_failed_with_its_kind(fresh, joiner, tmp_path):
+    from installer.joining import JoinHook
+    from installer.state import open_state
+    state = open_state(str(fresh.base / "hook-state-2"))
+    try:
+        state.sync_nodes(joiner.cluster)
+        state.db.execute("UPDATE nodes SET state = 'booted', host_keys = ? WHERE name = "
+                         "'node1'", (json.dumps({"ed25519": keygen(tmp_path / "other")}),))
+        JoinHook(joiner.cluster, joiner.state_dir, port=fresh.port,
+                 timeouts=joiner.timeouts)(state, state.node("node1"))
+        node = state.node("node1")
+        assert node["state"] == "failed" and node["message"].startswith("host-key: "), node
+    finally:
+        state.close()

@@ -146,10 +146,37 @@ def test_a_separate_provisioning_host_keeps_its_address():
     from tests.conftest import cluster_from, example_data
     data = example_data()
     data["network"]["provisioning"]["on_master"] = False
+    data["network"]["provisioning"]["management_address"] = "192.168.20.250"
     plans = render.render_plans(cluster_from(data))
     interfaces = {f["path"]: f["content"] for f in plans["node1"]["files"]}[
         "/etc/network/interfaces"]
     assert "iface eth0 inet manual" in interfaces and "10.99.0.1" not in interfaces
+    # Installed nodes report to the serving host over the management VLAN.
+    assert plans["node2"]["report"]["boot_url"] == \
+        "http://192.168.20.250:8080/api/v1/nodes/node2"
+
+
+def test_installed_nodes_report_to_the_master_on_the_management_vlan(bookworm):
+    report = render.render_plans(bookworm)["node3"]["report"]
+    assert report["url"] == "http://10.99.0.1:8080/api/v1/nodes/node3"
+    assert report["boot_url"] == "http://192.168.20.222:8080/api/v1/nodes/node3"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"on_master": False}, "needs its address on the management VLAN"),
+    ({"on_master": False, "management_address": "10.99.0.7"}, "outside the network"),
+    ({"on_master": False, "management_address": "192.168.20.223"}, "is node2's address"),
+    ({"management_address": "192.168.20.250"}, "only for a separate serving host"),
+])
+def test_a_separate_serving_host_is_checked(values, message):
+    from installer.errors import ConfigInvalid
+    from tests.conftest import cluster_from, example_data
+    data = example_data()
+    data["network"]["provisioning"].update(values)
+    with pytest.raises(ConfigInvalid) as e:
+        cluster_from(data)
+    text = str(e.value)
+    assert "network.provisioning.management_address" in text and message in text, text
 
 
 def test_proxy_and_packages(bookworm):

@@ -123,7 +123,8 @@ class Installer:
             self.host_keys = configure.host_keys(t)
             if self.plan["release"]["init"] == "systemd":   # wheezy's sysvinit: not yet
                 report = self.plan["report"]
-                booted.install(t.root, report["url"], report.get("token"))
+                booted.install(t.root, report.get("boot_url", report["url"]),
+                               report.get("token"))
             if not self.first_boot:     # debian-installer wrote the fstab of its own layout
                 configure.fstab(t, {k: self.storage.uuid(f"fmt-{k}")
                                     for k in ("root", "esp", "swap")

@@ -1,5 +1,6 @@
 """The paper's office network, built for one test module: the managed switch, the provisioning
-host on the untagged VLAN (DHCP by dnsmasq, plans and images by the stand-in master), the
+host on the untagged VLAN and VLAN 100 (DHCP by dnsmasq, plans and images by the stand-in
+master, which also takes installed nodes' reports over VLAN 100), the
 management gateway on VLAN 100 and a host on VLAN 200 that no node address should reach."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from installer import config
 
@@ -50,6 +52,10 @@ def office(workdir: Path, outdir: Path, cluster: config.Cluster):
     with Switch(workdir) as switch:
         master = switch.host("master", UNTAGGED,
                              [f"{prov.address}/{prov.network.prefixlen}"])
+        # The serving host on VLAN 100 too: installed nodes report there (and are joined
+        # from there), at the master's address unless a separate host serves.
+        report = urlsplit(cluster.boot_report_url).hostname
+        switch.plug(master, man.vlan, "eth100", [f"{report}/{man.network.prefixlen}"])
         dhcp(master, cluster, workdir)
         vlan100 = switch.host("vlan100", man.vlan, [f"{man.gateway}/{man.network.prefixlen}"])
         vlan200 = switch.host("vlan200", cluster.public.vlan,

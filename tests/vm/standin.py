@@ -82,7 +82,8 @@ class StandinMaster:
         repo = Path(__file__).resolve().parents[2]
         self.proc = self.host.spawn(
             [sys.executable, "-m", "tests.vm.standin", str(self.outdir), "--listen",
-             f"{where.hostname}:{where.port}", "--reports", str(self.reports_file)],
+             f"{where.hostname}:{where.port}", "--reports", str(self.reports_file),
+             "--all-addresses"],
             cwd=repo, stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the stand-in master did not start in {self.host.netns}")
@@ -177,11 +178,15 @@ def main() -> None:
     p.add_argument("outdir")
     p.add_argument("--listen", required=True)
     p.add_argument("--reports", required=True)
+    p.add_argument("--all-addresses", action="store_true",
+                   help="listen on every address of the namespace (installed nodes report "
+                        "over VLAN 100), not only --listen's")
     args = p.parse_args()
     address, port = args.listen.rsplit(":", 1)
     base = f"http://{address}:{port}"
     master = StandinMaster(Path(args.outdir), base, reports=Path(args.reports))
-    server = http.server.ThreadingHTTPServer((address, int(port)), master._handler())
+    bind = "0.0.0.0" if args.all_addresses else address
+    server = http.server.ThreadingHTTPServer((bind, int(port)), master._handler())
     print("ready", flush=True)
     os.environ.pop("http_proxy", None)
     server.serve_forever()

@@ -24,7 +24,8 @@ TRUNK_PORTS = range(1, 9)
 
 @dataclass
 class Host:
-    """A network namespace with one NIC (`eth0`) on an access port of the switch."""
+    """A network namespace with a NIC (`eth0`) on an access port of the switch (and more
+    NICs on other VLANs' ports: Switch.plug)."""
     netns: str
     port: int
     vlan: int
@@ -106,26 +107,30 @@ class Switch:
 
     def host(self, name: str, vlan: int, addresses: list[str]) -> Host:
         """A namespace `<prefix>-<name>` on an access port of `vlan` (0: untagged)."""
-        port, self.next_port = self.next_port, self.next_port + 1
-        host = Host(f"{self.prefix}-{name}", port, vlan, addresses)
+        host = Host(f"{self.prefix}-{name}", self.next_port, vlan, addresses)
         subprocess.run(["ip", "netns", "add", host.netns], check=True)
         self.hosts.append(host)
+        _wait_for(Path(f"/run/netns/{host.netns}"))
+        host.run(["ip", "link", "set", "lo", "up"])
+        self.plug(host, vlan, "eth0", addresses)
+        return host
+
+    def plug(self, host: Host, vlan: int, ifname: str, addresses: list[str]) -> None:
+        """A tap `ifname` in the host's namespace on a new access port of `vlan`."""
+        port, self.next_port = self.next_port, self.next_port + 1
         if vlan != UNTAGGED:
             self._mgmt(f"port/create {port}", f"port/setvlan {port} {vlan}")
-        pid = self.workdir / f"plug-{name}.pid"
+        pid = self.workdir / f"plug-{host.netns}-{ifname}.pid"
         subprocess.run(host.argv(["vde_plug2tap", "--sock", str(self.sock), "--port", str(port),
-                                  "--daemon", "--pidfile", str(pid), "eth0"]), check=True)
+                                  "--daemon", "--pidfile", str(pid), ifname]), check=True)
         self.pids.append(pid)
-        _wait_for(Path(f"/run/netns/{host.netns}"))
         for _ in range(100):   # the tap appears once vde_plug2tap is running
-            if host.ok(["ip", "link", "show", "eth0"]):
+            if host.ok(["ip", "link", "show", ifname]):
                 break
             time.sleep(0.1)
-        host.run(["ip", "link", "set", "lo", "up"])
         for address in addresses:
-            host.run(["ip", "addr", "add", address, "dev", "eth0"])
-        host.run(["ip", "link", "set", "eth0", "up"])
-        return host
+            host.run(["ip", "addr", "add", address, "dev", ifname])
+        host.run(["ip", "link", "set", ifname, "up"])
 
     def _mgmt(self, *commands: str) -> None:
         """Commands on the switch's management console (as a managed switch's CLI)."""

@@ -1,0 +1,59 @@
+"""serve's join hook: a node that reports booted from its own disk joins the cluster.
+
+The master node bootstraps the cluster when it boots (the paper's gnt-cluster init); every
+other node waits for that, then joins with gnt-node add (--readd when the cluster has it
+already, as after a rebuild). One Ganeti change at a time: the hook holds a lock, as the
+master's job queue would serialise them anyway. Every line Ganeti prints goes to the node's
+event log; the node ends "joined" (verify names no error of it) or "failed" with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from installer.config import Cluster
+from installer.join import Joiner, JoinError
+from installer.state import State
+
+
+class JoinHook:
+    def __init__(self, cluster: Cluster, state_dir: str, **joiner_options):
+        self.cluster, self.state_dir, self.options = cluster, state_dir, joiner_options
+        self.lock = threading.Lock()
+
+    def __call__(self, state: State, node: dict) -> None:
+        with self.lock:
+            self._join(state, node["name"])
+            if node["name"] != self.cluster.master or not self._master_joined(state):
+                return
+            for waiting in state.nodes():       # booted before the cluster existed
+                if waiting["state"] == "booted" and waiting["name"] != self.cluster.master:
+                    self._join(state, waiting["name"])
+
+    def _master_joined(self, state: State) -> bool:
+        master = state.node(self.cluster.master)
+        return master is not None and master["state"] == "joined"
+
+    def _join(self, state: State, name: str) -> None:
+        row, node = state.node(name), self.cluster.node(name)
+        is_master = name == self.cluster.master
+        if not is_master and not self._master_joined(state):
+            state.note(name, f"waiting for the master {self.cluster.master} to bootstrap "
+                             "the cluster")
+            return
+        joiner = Joiner(self.cluster, self.state_dir,
+                        log=lambda who, line: state.note(who, line), **self.options)
+        try:
+            if is_master:
+                state.set_state(name, "joining", "gnt-cluster init")
+                result = joiner.bootstrap(node, row["host_keys"])
+            else:
+                readd = node.fqdn in joiner.members()
+                state.set_state(name, "joining", "gnt-node add" + (" --readd" if readd else ""))
+                result = joiner.join(node, row["host_keys"], readd)
+        except JoinError as e:
+            state.set_state(name, "failed", f"{e.kind}: {e.message}")
+            return
+        warnings = result.verify.warnings
+        state.set_state(name, "joined", "gnt-cluster verify: no errors" +
+                        (f", {len(warnings)} warnings" if warnings else ""))
