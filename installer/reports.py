@@ -62,7 +62,7 @@ def parse(body: bytes) -> Report:
     if not isinstance(data, dict):
         raise Refused(400, "the report must be a JSON object")
     unknown = sorted(set(data) - {"step", "status", "message", "index", "total", "time",
-                                  "final", "host_keys"})
+                                  "final", "host_keys", "usage"})
     if unknown:
         raise Refused(400, f"unknown field(s) in the report: {', '.join(unknown)}")
     step = _typed(data, "step", str, None)
@@ -79,10 +79,25 @@ def parse(body: bytes) -> Report:
     when = _typed(data, "time", float, 0.0)
     if not math.isfinite(when) or when < 0:
         raise Refused(400, "'time' must be the node's clock in seconds since the epoch")
-    return Report(step=step, status=status, message=_typed(data, "message", str, ""),
+    message = _typed(data, "message", str, "") or _usage(data.get("usage", {}))
+    return Report(step=step, status=status, message=message,
                   index=index, total=total, time=float(when),
                   final=_typed(data, "final", bool, False),
                   host_keys=_host_keys(data.get("host_keys", {})))
+
+
+def _usage(value) -> str:
+    """The agent's resource use in its final report, as the event's message."""
+    keys = ("cpu_s", "max_rss_kib", "children_cpu_s", "children_max_rss_kib")
+    if not isinstance(value, dict) or set(value) - set(keys) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise Refused(400, f"'usage' must be an object of numbers with the keys "
+                           f"{', '.join(keys)}")
+    if not value:
+        return ""
+    return (f"agent: CPU {value.get('cpu_s', 0):g} s, peak memory "
+            f"{value.get('max_rss_kib', 0) / 1024:.0f} MiB; its commands: CPU "
+            f"{value.get('children_cpu_s', 0):g} s")
 
 
 def _typed(data: dict, key: str, kind: type, default):

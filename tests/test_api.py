@@ -17,6 +17,7 @@ import requests
 
 from installer import pxe, reports
 from installer.agent.client import Reporter
+from installer.agent.install import usage
 from tests.serving import NETBOOT_SIZE, Server, render_outdir
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPnn78oiACkS/RuNEECbmuqN5JM5YuykzKa8sbZ8ACtY"
@@ -221,7 +222,7 @@ def agent_install(server, mac=DASHED, start=1000.0) -> dict:
                 assert rep.event("storage/vg-ganeti", "running")
             assert rep.event(stage, "done", "", i, len(stages))
         assert rep.event("install", "installed", "", 6, 6, final=True,
-                         host_keys={"ed25519": KEY})
+                         host_keys={"ed25519": KEY}, usage=usage())     # as the agent sends
     finally:
         client_module.time.time = real
     assert rep.outbox == []
@@ -259,6 +260,7 @@ def test_a_whole_install_flips_pxe_to_local_and_reinstall_flips_it_back(server):
                                                               ("identify", "started")]
     assert [(e["step"], e["status"]) for e in events][-4:] == [
         ("install", "installed"), ("boot", "booted"), ("join", "joining"), ("join", "joined")]
+    assert events[-4]["message"].startswith("agent: CPU ")
     # Reinstall: pending, install entries, a new token; the old one is refused.
     resp = requests.post(f"{server.url}/api/v1/nodes/node1/reinstall", timeout=10,
                          headers={"Authorization": f"Bearer {server.service.admin_token}"})
