@@ -111,6 +111,8 @@ class Installer:
         else:
             osinstall.debootstrap(inst["debootstrap"], self.plan["packages"], self.target,
                                   inst.get("proxy"), self.run)
+            with Target(self.target, self.run) as t:
+                osinstall.build_initramfs(t.chroot)
 
     def configure_stage(self) -> None:
         with Target(self.target, self.run) as t:
