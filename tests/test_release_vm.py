@@ -3,7 +3,6 @@ OS image, installs node3 from blank in QEMU and passes the same checks as bookwo
 
 from __future__ import annotations
 
-import pexpect
 import pytest
 
 from installer import build, config
@@ -11,14 +10,14 @@ from installer import build, config
 from .conftest import example_data, example_path
 from .vm import checks
 from .vm.console import login
-from .vm.qemu import VM, make_disk
+from .vm.install import boot_disk, netboot_install
+from .vm.qemu import make_disk
 from .vm.standin import StandinMaster
 
 pytestmark = pytest.mark.vm
 
 RELEASE = "trixie"
 NODE = "node3"
-CONSOLE = "console=ttyS0,115200n8"
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +30,9 @@ def installed(tmp_path_factory):
     build.build(cluster, str(outdir), progress=lambda msg: print(msg, flush=True))
     node = next(n for n in cluster.nodes if n.name == NODE)
     disk = make_disk(work / f"{NODE}.qcow2", "40G")
-    nic = f"user,model=virtio-net-pci,mac={node.mac}"
     with StandinMaster(outdir, cluster.provisioning.base_url) as master:
-        vm = VM(f"{NODE}-install", work, memory=1536, cpus=2, disks=[disk], nics=[nic],
-                kernel=str(outdir / "netboot/vmlinuz"), initrd=str(outdir / "netboot/initrd"),
-                append=f"{CONSOLE} installer.plan={master.url}/plans/{NODE}.json").start()
-        try:
-            vm.expect(f"installed {node.fqdn}", timeout=1500)
-            vm.child.expect(pexpect.EOF, timeout=180)
-        finally:
-            vm.stop()
-        vm = VM(NODE, work, memory=1536, cpus=2, disks=[disk], nics=[nic]).start()
+        netboot_install(work, outdir, master, node, disk)
+        vm = boot_disk(work, node, disk)
         try:
             login(vm, NODE)
             yield vm, cluster, node
