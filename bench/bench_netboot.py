@@ -8,7 +8,6 @@ Prints figures; asserts nothing.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys

@@ -4,7 +4,6 @@ and the plan schema enforced by both validators."""
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
