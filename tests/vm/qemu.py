@@ -24,6 +24,17 @@ def make_disk(path: Path, size: str = "40G") -> Path:
     return path
 
 
+def _pxe_nic(nic: str, index: int) -> list[str]:
+    """A `-nic` option as -netdev plus a -device with bootindex=0: -nic takes no bootindex."""
+    backend, *options = nic.split(",")
+    device = [o for o in options if o.split("=")[0] in ("model", "mac")]
+    model = next(o.split("=", 1)[1] for o in device if o.startswith("model="))
+    mac = [o for o in device if o.startswith("mac=")]
+    netdev = [o for o in options if o not in device]
+    return ["-netdev", ",".join([backend, f"id=pxe{index}"] + netdev),
+            "-device", ",".join([model, f"netdev=pxe{index}", "bootindex=0"] + mac)]
+
+
 @dataclass
 class VM:
     name: str
@@ -37,6 +48,7 @@ class VM:
     usb_disks: list[Path] = field(default_factory=list)     # removable: USB sticks
     nics: list[str] = field(default_factory=lambda: ["user,model=virtio-net-pci"])
     uefi: bool = False
+    pxe: bool = False           # the first NIC boots first (its iPXE ROM), then the disks
     child: pexpect.spawn | None = None
 
     @property
@@ -65,8 +77,8 @@ class VM:
             cmd += ["-drive", f"file={disk},if=none,id=usb{i},format=qcow2,cache=unsafe",
                     "-device", f"usb-storage,bus=xhci.0,drive=usb{i},removable=on,"
                                f"serial=stick{i}"]
-        for nic in self.nics:
-            cmd += ["-nic", nic]
+        for i, nic in enumerate(self.nics):
+            cmd += _pxe_nic(nic, i) if self.pxe and i == 0 else ["-nic", nic]
         return cmd
 
     def start(self) -> "VM":

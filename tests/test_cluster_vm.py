@@ -1,0 +1,173 @@
+"""The whole flow with the real master: two blank VMs PXE-boot from `ganeti-installer serve`
+(its dnsmasq answers their iPXE ROMs), install, are handed off to their disks, report booted,
+and end as one real Ganeti cluster joined by serve: gnt-cluster init on node1, gnt-node add
+of node2, verify clean, and a DRBD instance that fails over.
+
+The test LAN is the office's: the serving host is a separate machine (on_master = false) with
+a leg on VLAN 100; the cluster enables Ganeti's `fake` hypervisor (no KVM under TCG).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+import tomli_w
+
+from installer import build, config
+
+from .conftest import REPO, example_data
+from .vm import checks
+from .vm.console import login, run, status
+from .vm.qemu import VM, make_disk
+from .vm.switch import UNTAGGED, Switch
+
+pytestmark = pytest.mark.vm
+
+NODES = ("node1", "node2")
+SERVE_MANAGEMENT = "192.168.20.250"
+CLI = [sys.executable, "-c", "import sys; from installer.cli import main; sys.exit(main())"]
+# A diskless OS definition: Ganeti needs one to add an instance; it installs nothing.
+NOOP_OS = ("d=/srv/ganeti/os/noop; mkdir -p $d; echo 20 > $d/ganeti_api_version; "
+           ": > $d/parameters.list; for s in create export import rename verify; do "
+           "printf '#!/bin/sh\\nexit 0\\n' > $d/$s; chmod 755 $d/$s; done")
+
+
+def cluster_file(work: Path) -> Path:
+    data = example_data()
+    data["cluster"]["hypervisors"] = ["fake"]
+    prov = data["network"]["provisioning"]
+    prov["on_master"], prov["management_address"] = False, SERVE_MANAGEMENT
+    data["nodes"] = [n for n in data["nodes"] if n["name"] in NODES]
+    path = work / "cluster.toml"
+    path.write_bytes(tomli_w.dumps(data).encode())
+    return path
+
+
+class Master:
+    """`ganeti-installer serve` in the serving host's namespace, and its status API."""
+
+    def __init__(self, host, path: Path, outdir: Path, work: Path):
+        self.host, self.log = host, work / "serve.log"
+        self.proc = host.spawn(CLI + ["serve", str(path), str(outdir), "--state",
+                                      str(work / "state")], cwd=REPO,
+                               stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "serving " not in self.log.read_text():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.5)
+
+    def status(self) -> dict:
+        out = self.host.run(CLI + ["status", "--url", "http://10.99.0.1:8080", "--json"])
+        return json.loads(out[out.index("{"):])
+
+    def node(self, name: str) -> dict:
+        return next(n for n in self.status()["nodes"] if n["name"] == name)
+
+    def wait(self, name: str, states: tuple[str, ...], timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while (node := self.node(name))["state"] not in states:
+            assert node["state"] != "failed", (node, self.log.read_text()[-3000:])
+            assert time.monotonic() < deadline, (node, self.log.read_text()[-3000:])
+            time.sleep(5)
+        return node
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def pxe_vm(switch: Switch, work: Path, node, port: int, disk: Path, tag: str) -> VM:
+    return VM(f"{node.name}-{tag}", work, memory=2048, cpus=2, disks=[disk],
+              nics=[switch.trunk(port, node.mac)], pxe=True).start()
+
+
+@pytest.fixture(scope="module")
+def cluster_up(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cluster")
+    path = cluster_file(work)
+    cluster = config.load(str(path))
+    # dnsmasq reads the TFTP root as nobody: OUTDIR where every parent is searchable
+    # (pytest's own directories are not).
+    public = Path(tempfile.mkdtemp(prefix="gi-cluster-"))
+    public.chmod(0o755)
+    outdir = public / "out"
+    build.build(cluster, str(outdir), progress=lambda msg: print(msg, flush=True))
+    nodes = [cluster.node(n) for n in NODES]
+    with Switch(work) as switch:
+        serving = switch.host("serve", UNTAGGED, ["10.99.0.1/24"])
+        switch.plug(serving, cluster.management.vlan, "eth100", [f"{SERVE_MANAGEMENT}/24"])
+        switch.host("vlan100", cluster.management.vlan, ["192.168.20.1/24"])
+        master = Master(serving, path, outdir, work)
+        vms: dict[str, VM] = {}
+        try:
+            disks = {n.name: make_disk(work / f"{n.name}.qcow2", "40G") for n in nodes}
+            installs = [pxe_vm(switch, work, n, i + 1, disks[n.name], "install")
+                        for i, n in enumerate(nodes)]
+            for vm, node in zip(installs, nodes):
+                vm.expect(f"installed {node.fqdn}", timeout=1800)
+            for vm in installs:
+                vm.child.expect(pexpect.EOF, timeout=300)   # the agent reboots: -no-reboot
+                vm.stop()
+            entries = {n.name: (outdir / f"tftp/ipxe/{n.mac.replace(':', '-')}.ipxe")
+                       .read_text() for n in nodes}
+            before = len(master.log.read_text())
+            for i, node in enumerate(nodes):
+                vms[node.name] = pxe_vm(switch, work, node, i + 1, disks[node.name], "disk")
+            for node in nodes:
+                login(vms[node.name], node.name)
+            # Network first: each VM's iPXE asked serve's dnsmasq (the installed system has
+            # no DHCP client), got the local-boot entry, and booted its disk.
+            dhcp = master.log.read_text()[before:]
+            for node in nodes:
+                assert f"{node.mac} {node.name}" in dhcp and "tags: known, ipxe" in dhcp, dhcp
+            for node in nodes:
+                master.wait(node.name, ("joined",), timeout=1800)
+            yield cluster, master, vms, entries
+        finally:
+            for vm in vms.values():
+                vm.stop()
+            master.stop()
+            shutil.rmtree(public, ignore_errors=True)
+
+
+def test_handed_off_nodes_boot_their_disks(cluster_up):
+    cluster, master, vms, entries = cluster_up
+    for name in NODES:
+        assert "is installed, booting its local disk" in entries[name], entries[name]
+        assert "sanboot" in entries[name]
+    checks.ganeti_ready(vms["node2"], cluster, cluster.node("node2"))
+
+
+def test_both_nodes_are_joined_and_the_first_is_master(cluster_up):
+    cluster, master, vms, _ = cluster_up
+    assert {n["name"]: n["state"] for n in master.status()["nodes"]} == \
+        {"node1": "joined", "node2": "joined"}
+    vm = vms["node1"]
+    listed = run(vm, "gnt-node list --no-headers -o name", timeout=300).split()
+    assert sorted(listed) == ["node1.project.edu", "node2.project.edu"], listed
+    assert run(vm, "gnt-cluster getmaster", timeout=120).strip() == "node1.project.edu"
+    assert status(vm, "gnt-cluster verify", timeout=900) == 0
+
+
+def test_a_drbd_instance_fails_over(cluster_up):
+    _, _, vms, _ = cluster_up
+    for name in NODES:
+        assert status(vms[name], NOOP_OS) == 0
+    vm = vms["node1"]
+    add = ("gnt-instance add -t drbd -o noop -s 128M --no-start --no-ip-check "
+           "--no-name-check -n node1.project.edu:node2.project.edu inst1")
+    assert status(vm, add, timeout=1200) == 0, run(vm, "gnt-job list | tail -3")
+    assert run(vm, "gnt-instance list --no-headers -o pnode,snodes inst1").split() == \
+        ["node1.project.edu", "node2.project.edu"]
+    assert status(vm, "gnt-instance failover -f inst1", timeout=900) == 0
+    assert run(vm, "gnt-instance list --no-headers -o pnode inst1").strip() == \
+        "node2.project.edu"
