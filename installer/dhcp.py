@@ -3,7 +3,8 @@
 It runs in the foreground with the configuration `render` chose (OUTDIR/dnsmasq/mode), logs
 to a pipe serve reads, and counts as up once it names its TFTP root (every socket is bound
 by then). dnsmasq exits at once on a bad start: its message becomes an error that names the
-cause and the fix, and nothing is left running.
+cause and the fix, and nothing is left running. A dnsmasq left by a serve killed with SIGKILL
+(it would go on answering with the old configuration beside the new one) is stopped first.
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ class Dnsmasq:
                                  "and let another DHCP/TFTP server boot the nodes")
         return [binary, "--keep-in-foreground", f"--conf-file={self.conf}", "--log-facility=-",
                 f"--dhcp-leasefile={os.path.join(self.state_dir, 'dnsmasq.leases')}",
-                f"--pid-file={os.path.join(self.state_dir, 'dnsmasq.pid')}"]
+                f"--pid-file={self.pid_file}"]
+
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.state_dir, "dnsmasq.pid")
 
     async def start(self) -> None:
         """Start dnsmasq and wait until it serves; InstallerError (nothing running) if not."""
+        await self._stop_leftover()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
@@ -61,6 +67,23 @@ class Dnsmasq:
             await self.stop()
             raise
         self._reader = asyncio.create_task(self._follow())
+
+    async def _stop_leftover(self) -> None:
+        """A serve killed with SIGKILL leaves its dnsmasq holding the DHCP and TFTP ports:
+        stop it, but only a dnsmasq started for this state directory (its --pid-file)."""
+        pid = leftover_pid(self.pid_file)
+        if pid is None:
+            return
+        self.on_line(f"stopping dnsmasq (pid {pid}) left running by an earlier serve")
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                os.kill(pid, 0)
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.2)
+        except ProcessLookupError:
+            pass
 
     async def _until_ready(self, seen: list[str]) -> None:
         while True:
@@ -120,3 +143,16 @@ class Dnsmasq:
                 pass
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def leftover_pid(pid_file: str) -> int | None:
+    """The pid in PID_FILE if that process is a dnsmasq writing PID_FILE, else None."""
+    try:
+        with open(pid_file, encoding="ascii") as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except (OSError, ValueError):
+        return None
+    ours = os.path.basename(argv[0]) == "dnsmasq" and f"--pid-file={pid_file}" in argv
+    return pid if ours else None

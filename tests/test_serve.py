@@ -1,7 +1,8 @@
 """`ganeti-installer serve` as a process: it starts, answers, stops on SIGTERM and leaves
 nothing behind; and (integration, root) with real dnsmasq in network namespaces the test
 makes: DHCP for the nodes, unknown machines noted, and clear errors when dnsmasq cannot start
-(port in use, no such interface) with nothing left running."""
+(port in use, no such interface) with nothing left running; a serve after a SIGKILL stops
+the dnsmasq the killed one left."""
 
 from __future__ import annotations
 
@@ -188,6 +189,36 @@ def test_serve_runs_dnsmasq_and_notes_unknown_machines(lan):
         code, text = proc.stop()
     assert code == 0, text
     assert "exiting on receipt of SIGTERM" in text          # dnsmasq was stopped by serve
+    assert pids(lan.server) == []
+
+
+def dnsmasq_pids(netns: str) -> list[str]:
+    return [p for p in pids(netns)
+            if open(f"/proc/{p}/comm", encoding="ascii").read().strip() == "dnsmasq"]
+
+
+@pytest.mark.integration
+def test_serve_after_a_sigkill_stops_the_dnsmasq_it_left(lan):
+    path, out = cluster_file(lan, lan.server_if)
+    argv = [path, out, "--state", os.path.join(lan.root, "state")]
+    first = Serve(argv, in_ns(lan))
+    first.wait_serving()
+    first.proc.kill()                                       # no chance to stop dnsmasq
+    first.finish()
+    [left] = dnsmasq_pids(lan.server)
+    second = Serve(argv, in_ns(lan))
+    try:
+        said = second.wait_serving()
+        assert f"stopping dnsmasq (pid {left}) left running by an earlier serve" in said
+        assert left not in pids(lan.server)
+        assert len(dnsmasq_pids(lan.server)) == 1
+        lan.client_mac("52:54:00:20:02:22")
+        assert udhcpc(lan, *PXE_BIOS)["hostname"] == "node1"
+    finally:
+        code, text = second.stop()
+        for pid in dnsmasq_pids(lan.server):                # a failed check's leftover
+            os.kill(int(pid), signal.SIGKILL)
+    assert code == 0, text
     assert pids(lan.server) == []
 
 
