@@ -3,10 +3,13 @@
 Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_serve.py [--nodes 40] [--size-mib 128] [--reports 30]
-                                          [--interval 0.1] [--lan-mbps 1000] [OUTDIR]
+                                          [--interval 0.1] [--lan-mbps 1000]
+                                          [--veth-mbps 1000] [OUTDIR]
 
-1. link: the loopback bandwidth in this run, as N raw TCP connections each sent the netboot
-   initrd by sendfile(2) and read by recv_into (no HTTP on either side);
+1. link: the bandwidth in this run, as N raw TCP connections each sent the netboot initrd by
+   sendfile(2) and read by recv_into (no HTTP on either side): loopback, or with --veth-mbps
+   (root) a veth pair to a network namespace the benchmark makes, where serve runs, its
+   sending side shaped to that rate by tc tbf, as a provisioning LAN's link would be;
 2. boot storm: N nodes fetch the initrd over HTTP at once (requests): aggregate MB/s, and
    its share of the link (target >= 90 %);
    and again with raw-socket readers (a minimal GET, then recv_into): the difference is
@@ -71,12 +74,13 @@ def make_outdir(path: str, nodes: int, size_mib: int, built: str | None) -> tupl
     return cfile, out
 
 
-def start_serve(cfile: str, out: str, state: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
+def start_serve(cfile: str, out: str, state: str, link: "Link") -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:          # free here, and in a new namespace
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "installer.cli", "serve", cfile, out,
-                             "--state", state, "--listen", f"127.0.0.1:{port}", "--no-dhcp"],
+    proc = subprocess.Popen([*link.prefix, sys.executable, "-m", "installer.cli", "serve",
+                             cfile, out, "--state", state, "--listen", f"{link.host}:{port}",
+                             "--no-dhcp"],
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
     while True:
         line = proc.stderr.readline()
@@ -85,32 +89,78 @@ def start_serve(cfile: str, out: str, state: str) -> tuple[subprocess.Popen, str
         if line.startswith("serving "):
             break
     threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()  # drain
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"http://{link.host}:{port}"
 
 
 # -- 1. the link ---------------------------------------------------------------------------
 
-def raw_link(path: str, n: int) -> float:
-    """MB/s of N concurrent raw TCP transfers of the file (sendfile → recv_into)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(n)
-    port = server.getsockname()[1]
+class Link:
+    """Where serve listens: loopback, or (mbps > 0) a network namespace behind a veth pair
+    whose namespace side sends at most MBPS Mbit/s. prefix runs a command on serve's side."""
 
-    def send_all():
-        conns = [server.accept()[0] for _ in range(n)]
-        threads = [threading.Thread(target=_sendfile, args=(c, path)) for c in conns]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    sender = threading.Thread(target=send_all)
-    sender.start()
+    def __init__(self, mbps: float):
+        self.mbps, self.host, self.prefix = mbps, "127.0.0.1", ()
+        self.ns = f"gi-bench-{os.getpid()}"
+
+    def __enter__(self) -> "Link":
+        if not self.mbps:
+            return self
+        ns, host_if, ns_if = self.ns, f"gibh{os.getpid()}", f"gibn{os.getpid()}"
+        for argv in (["ip", "netns", "add", ns],
+                     ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if,
+                      "netns", ns],
+                     ["ip", "addr", "add", "10.201.0.1/24", "dev", host_if],
+                     ["ip", "link", "set", host_if, "up"],
+                     ["ip", "-n", ns, "addr", "add", "10.201.0.2/24", "dev", ns_if],
+                     ["ip", "-n", ns, "link", "set", ns_if, "up"],
+                     ["ip", "-n", ns, "link", "set", "lo", "up"],
+                     # burst: a 64 KiB GSO segment must fit; latency bounds the queue.
+                     ["tc", "-n", ns, "qdisc", "add", "dev", ns_if, "root", "tbf",
+                      "rate", f"{self.mbps:g}mbit", "burst", "256kb", "latency", "20ms"]):
+            subprocess.run(argv, check=True)
+        self.host, self.prefix = "10.201.0.2", ("ip", "netns", "exec", ns)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.mbps:
+            subprocess.run(["ip", "netns", "del", self.ns], check=False)
+
+    def describe(self) -> str:
+        if not self.mbps:
+            return "loopback"
+        return f"veth to a namespace, shaped to {self.mbps:g} Mbit/s = {self.mbps / 8:g} MB/s"
+
+
+SENDER = """
+import socket, sys, threading
+path, host, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+server = socket.socket()
+server.bind((host, 0))
+server.listen(n)
+print(server.getsockname()[1], flush=True)
+def send(conn):
+    with conn, open(path, "rb") as f:
+        conn.sendfile(f)
+conns = [server.accept()[0] for _ in range(n)]
+threads = [threading.Thread(target=send, args=(c,)) for c in conns]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def raw_link(path: str, n: int, link: Link) -> float:
+    """MB/s of N concurrent raw TCP transfers of the file (sendfile → recv_into), sent from
+    serve's side of the link."""
+    sender = subprocess.Popen([*link.prefix, sys.executable, "-c", SENDER, path, link.host,
+                               str(n)], stdout=subprocess.PIPE, text=True)
+    port = int(sender.stdout.readline())
     sizes = [0] * n
 
     def receive(i):
         buf = bytearray(CHUNK)
-        with socket.create_connection(("127.0.0.1", port)) as c:
+        with socket.create_connection((link.host, port)) as c:
             while got := c.recv_into(buf):
                 sizes[i] += got
     start = time.perf_counter()
@@ -120,14 +170,8 @@ def raw_link(path: str, n: int) -> float:
     for t in threads:
         t.join()
     took = time.perf_counter() - start
-    sender.join()
-    server.close()
+    sender.wait(30)
     return sum(sizes) / took / MB
-
-
-def _sendfile(conn: socket.socket, path: str) -> None:
-    with conn, open(path, "rb") as f:
-        conn.sendfile(f)
 
 
 # -- 2. downloads over HTTP ----------------------------------------------------------------
@@ -248,13 +292,15 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def bench_storm(ctx, url: str, n: int, size: int, link: float) -> None:
+def bench_storm(ctx, url: str, n: int, size: int, link: float, nominal: float) -> None:
+    """nominal: the shaped rate in MB/s (0 on loopback), the share of which is printed too."""
     for label, target in (("requests", downloads), ("raw socket readers", lean_downloads)):
         total, took, errors, short = _storm(ctx, target, url, n, size)
         rate = total / took / MB
+        of_nominal = f" ({100 * rate / nominal:.0f} % of {nominal:g} MB/s)" if nominal else ""
         print(f"boot storm, {n} x GET /netboot/initrd ({label}): {total / MB:.0f} MB in "
-              f"{took:.2f} s = {rate:.0f} MB/s = {100 * rate / link:.0f} % of the link "
-              f"(target >= 90 %); errors {errors or 'none'}, incomplete {short}")
+              f"{took:.2f} s = {rate:.0f} MB/s = {100 * rate / link:.0f} % of the link"
+              f"{of_nominal} (target >= 90 %); errors {errors or 'none'}, incomplete {short}")
 
 
 def _storm(ctx, target, url: str, n: int, size: int) -> tuple:
@@ -305,6 +351,8 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--lan-mbps", type=float, default=1000,
                    help="the provisioning LAN's speed for the paced load of step 3")
+    p.add_argument("--veth-mbps", type=float, default=0,
+                   help="serve behind a veth shaped to this rate instead of on loopback")
     args = p.parse_args()
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="gi-bench-serve-") as tmp:
@@ -312,19 +360,20 @@ def main() -> None:
         initrd = os.path.join(out, "netboot", "initrd")
         size = os.path.getsize(initrd)
         macs = [n.mac for n in config.load(cfile).nodes]
-        proc, url = start_serve(cfile, out, os.path.join(tmp, "state"))
-        try:
-            print(f"{args.nodes} nodes, initrd {size / MB:.1f} MB "
-                  f"({'from ' + args.outdir if args.outdir else 'random'}), "
-                  f"{os.cpu_count()} CPUs shared by serve and the clients")
-            link = raw_link(initrd, args.nodes)
-            print(f"link (loopback, {args.nodes} raw TCP streams, sendfile -> recv_into): "
-                  f"{link:.0f} MB/s")
-            bench_storm(ctx, url, args.nodes, size, link)
-            bench_install(ctx, url, macs, size, args)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+        with Link(args.veth_mbps) as link:
+            proc, url = start_serve(cfile, out, os.path.join(tmp, "state"), link)
+            try:
+                print(f"{args.nodes} nodes, initrd {size / MB:.1f} MB "
+                      f"({'from ' + args.outdir if args.outdir else 'random'}), "
+                      f"{os.cpu_count()} CPUs shared by serve and the clients")
+                rate = raw_link(initrd, args.nodes, link)
+                print(f"link ({link.describe()}; {args.nodes} raw TCP streams, sendfile -> "
+                      f"recv_into): {rate:.0f} MB/s")
+                bench_storm(ctx, url, args.nodes, size, rate, args.veth_mbps / 8)
+                bench_install(ctx, url, macs, size, args)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
 
 
 if __name__ == "__main__":
