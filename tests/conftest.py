@@ -61,6 +61,27 @@ def built(tmp_path_factory):
     return outdir, summary
 
 
+# Modules whose install starts with the session (tests/vm/background.py); they run last.
+BACKGROUND = ("test_debootstrap_vm.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name in BACKGROUND)      # stable: order kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_installs(request, tmp_path_factory):
+    """{name: Job} for the background installs the selected tests need, started now."""
+    jobs = {}
+    if any(item.path.name == "test_debootstrap_vm.py" for item in request.session.items):
+        from .test_debootstrap_vm import start_install
+        jobs["debootstrap"] = start_install(request.getfixturevalue("built"),
+                                            tmp_path_factory.mktemp("debootstrap"))
+    yield jobs
+    for job in jobs.values():
+        job.cancel()
+
+
 @pytest.fixture(scope="session")
 def lan(built, tmp_path_factory):
     """The office network of tests/vm/office.py, shared by the VM tests that need VLANs:
