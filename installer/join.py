@@ -25,6 +25,7 @@ the node's authorized_keys, so no password is asked.
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -56,6 +57,11 @@ while read -r t b rest; do
 done
 """
 TIMEOUTS = {"short": 60, "init": 600, "modify": 300, "add": 900, "verify": 900}
+# Ganeti 3's WConfd copies config.data to a new master candidate asynchronously: just after
+# `gnt-node add` on a busy master, verify can still find the copies differing. Only that
+# settles by itself; verify is asked again, SETTLE_TRIES times in all, before it counts.
+SETTLING = frozenset({"ECLUSTERFILECHECK"})
+SETTLE_TRIES = 4
 
 
 def management_address(node: Node) -> str:
@@ -83,6 +89,7 @@ class Joiner:
     ssh: tuple[str, ...] = ("ssh",)
     address: Callable[[Node], str] = management_address
     timeouts: dict = field(default_factory=lambda: dict(TIMEOUTS))
+    settle_pause: float = 20.0      # seconds between verifies while files settle
 
     def __post_init__(self):
         self.timeouts = dict(TIMEOUTS, **self.timeouts)     # seconds, per kind of command
@@ -257,7 +264,23 @@ class Joiner:
         return result.output
 
     def _verify(self, node: Node) -> gnt.VerifyReport:
-        """`gnt-cluster verify` on the master; the node is fine only if no ERROR names it."""
+        """`gnt-cluster verify` on the master; the node is fine only if no ERROR names it.
+        Errors that are only Ganeti's file copies still settling are verified again."""
+        for _ in range(SETTLE_TRIES - 1):
+            try:
+                return self._verify_once(node)
+            except JoinError as e:
+                report = e.details
+                if report is None or not report.errors or \
+                        {f.code for f in report.errors} - SETTLING:
+                    raise
+                self._log(node, f"verify: {', '.join(sorted(SETTLING))} may be Ganeti still "
+                          f"copying its files to {node.name}; verifying again in "
+                          f"{self.settle_pause:g} s")
+                time.sleep(self.settle_pause)
+        return self._verify_once(node)
+
+    def _verify_once(self, node: Node) -> gnt.VerifyReport:
         master = self.cluster.node(self.cluster.master)
         result = self.remote.converse(
             self.address(master), gnt.VERIFY_ARGV, trusted=self.pinned(master),

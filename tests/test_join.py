@@ -212,8 +212,13 @@ elif args[:1] == ["init"]:
 elif args[:1] == ["modify"]:
     pass
 elif args[:1] == ["verify"]:
-    sys.stdout.write(scenario.get("verify", ""))
-    sys.exit(1 if "- ERROR" in scenario.get("verify", "") else 0)
+    # "verifies": what successive verifies print (the last one repeats); else "verify"
+    texts = scenario.get("verifies") or [scenario.get("verify", "")]
+    n = int(open(G + "/verify.n").read()) if os.path.exists(G + "/verify.n") else 0
+    open(G + "/verify.n", "w").write(str(n + 1))
+    text = texts[min(n, len(texts) - 1)]
+    sys.stdout.write(text)
+    sys.exit(1 if "- ERROR" in text else 0)
 else:
     sys.exit(2)
 '''
@@ -371,6 +376,7 @@ def fresh(sshd):
 def scenario(sshd, **values) -> None:
     (sshd.ganeti / "scenario.json").write_text(
         json.dumps(dict({"port": sshd.port, "versions": {}}, **values)))
+    (sshd.ganeti / "verify.n").unlink(missing_ok=True)
 
 
 def calls(sshd) -> list[list[str]]:
@@ -569,7 +575,7 @@ def joiner(fresh):
         os.unlink(kh)
     j = Joiner(loopback_cluster(), str(state), lambda node, line: events.append((node, line)),
                port=fresh.port, timeouts=dict(short=30, init=60, modify=60, add=60,
-                                              verify=60))
+                                              verify=60), settle_pause=0.1)
     j.events = events
     return j
 
@@ -673,6 +679,36 @@ def test_join_is_not_done_while_verify_names_the_node(joiner, fresh):
     assert result.verify.ok
     assert {f.code for f in result.verify.others} == \
         {"ENODEHV", "ENODEVERSION", "ENODESSH", "ECLUSTERCFG"}
+
+
+# Verify just after an add on a busy master: WConfd has not copied config.data to node2 yet.
+UNSETTLED = (f"{T}   - ERROR:ECLUSTERFILECHECK:cluster:None:File /var/lib/ganeti/config.data "
+             "found with 2 different checksums (variant 1 on node1.project.edu; variant 2 on "
+             "node2.project.edu)\n")
+
+
+@pytest.mark.integration
+def test_verify_is_asked_again_while_ganetis_files_settle(joiner, fresh):
+    bootstrapped(joiner, fresh)
+    scenario(fresh, verifies=[UNSETTLED, UNSETTLED, ""])
+    result = joiner.join(joiner.cluster.node("node2"), fresh.host_keys, readd=False)
+    assert result.verify.ok
+    assert [c[1] for c in calls(fresh)].count("verify") == 1 + 3       # bootstrap's, then 3
+    assert sum("verifying again" in line for node, line in joiner.events) == 2
+
+
+@pytest.mark.integration
+def test_files_that_never_settle_fail_the_join_and_other_errors_are_not_retried(joiner, fresh):
+    bootstrapped(joiner, fresh)
+    scenario(fresh, verifies=[UNSETTLED])
+    with pytest.raises(JoinError) as e:
+        joiner.join(joiner.cluster.node("node2"), fresh.host_keys, readd=False)
+    assert e.value.kind == "verify" and "config.data found with 2 different" in e.value.message
+    assert [c[1] for c in calls(fresh)].count("verify") == 1 + 4
+    scenario(fresh, verifies=[VERIFY_CODED, ""])          # ENODEHV is not a copy settling
+    with pytest.raises(JoinError):
+        joiner.join(joiner.cluster.node("node2"), fresh.host_keys, readd=True)
+    assert [c[1] for c in calls(fresh)].count("verify") == 1 + 4 + 1
 
 
 # -- serve's join hook: the order of joins, and the states the admin sees ------------------
