@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./build.sh --deps-only
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/python -m pytest -ra "$@"
+exec .venv/bin/python -m pytest -ra --durations=25 "$@"
