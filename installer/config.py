@@ -106,6 +106,7 @@ class Cluster:
     authorized_keys: tuple[str, ...]
     root_password_hash: str | None
     install_method: str = "image"
+    initramfs_modules: str = "most"     # initramfs-tools' MODULES: d-i's driver policy
     nodes: tuple[Node, ...] = field(default_factory=tuple)
 
     @property
@@ -177,6 +178,8 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
     # wheezy is debootstrapped on the node by default: no image builder still targets it.
     method = r.choice("install.method", ("image", "debootstrap"),
                       default="debootstrap" if release.archived else "image")
+    # d-i's base-installer/initramfs-tools/driver-policy: every driver, or this PC's only.
+    modules = r.choice("install.initramfs_modules", ("most", "dep"), default="most")
     if errors:
         raise ConfigInvalid(errors)
     built = tuple(
@@ -188,7 +191,7 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
         master=master, hypervisors=hypervisors, management=management, public=public,
         provisioning=provisioning, storage=storage, drbd=drbd, apt=apt, ntp_servers=ntp,
         authorized_keys=authorized, root_password_hash=password, install_method=method,
-        nodes=built)
+        initramfs_modules=modules, nodes=built)
 
 
 def _serving_host(r: Reader, prov: Provisioning, management: Management | None,

@@ -13,7 +13,7 @@ SCHEMA = {
     },
     "storage": {"root": None, "swap": None, "vg": None, "wipe": None,
                 "disk": {"serial": None, "wwn": None, "path": None}},
-    "install": {"method": None},
+    "install": {"method": None, "initramfs_modules": None},
     "drbd": {"minor_count": None, "usermode_helper": None},
     "apt": {"mirror": None, "security_mirror": None, "proxy": None},
     "ntp": {"servers": None},

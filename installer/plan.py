@@ -131,6 +131,7 @@ class PlanRenderer:
             "method": self.cluster.install_method,
             "debootstrap": {"suite": rel.name, "mirror": apt.mirror, "variant": "minbase"},
             "proxy": apt.proxy,
+            "initramfs_modules": self.cluster.initramfs_modules,
         }
         if self.cluster.install_method == "image":
             url = f"{base}/images/{rel.name}.tar.zst"

@@ -79,6 +79,7 @@ BROKEN = [
     ("node.role", "boss"),
     ("release.name", "sarge"),
     ("install.method", "pxe"),
+    ("install.initramfs_modules", "all"),
     ("files.0.mode", "644"),
     ("files.0.path", "etc/hostname"),
     ("storage.actions.1.flag", "ntfs"),

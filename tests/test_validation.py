@@ -79,6 +79,7 @@ CASES = [
     ("network.provisioning.nic", "averyveryverylongnicname", "network.provisioning.nic",
      "not a valid interface name"),
     ("cluster.hypervisors", ["kvmm"], "cluster.hypervisors", "did you mean 'kvm'"),
+    ("install.initramfs_modules", "mots", "install.initramfs_modules", "did you mean 'most'"),
     ("cluster.relase", "bookworm", "cluster.relase", "did you mean 'release'"),
     ("storage.vgname", "ganeti", "storage.vgname", "did you mean 'vg'"),
     ("nodes[0].adress", "x", "nodes[0].adress", "unknown key"),

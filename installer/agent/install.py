@@ -111,6 +111,8 @@ class Installer:
         else:
             osinstall.debootstrap(inst["debootstrap"], self.plan["packages"], self.target,
                                   inst.get("proxy"), self.run)
+        osinstall.initramfs_policy(self.target, inst["initramfs_modules"], self.run)
+        if inst["method"] != "image":
             with Target(self.target, self.run) as t:
                 osinstall.build_initramfs(t.chroot)
 
