@@ -57,6 +57,13 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        # The rename is durable only once its directory is: without this, ext4 commits it
+        # up to five seconds later, and a power cut in that window loses the step.
+        fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read(path: str) -> Optional[dict]:
