@@ -4,7 +4,9 @@ and end as one real Ganeti cluster joined by serve: gnt-cluster init on node1, g
 of node2, verify clean, and a DRBD instance that fails over.
 
 The test LAN is the office's: the serving host is a separate machine (on_master = false) with
-a leg on VLAN 100; the cluster enables Ganeti's `fake` hypervisor (no KVM under TCG).
+a leg on VLAN 100. The nodes are the example's, OS image included (kvm, the paper's hypervisor,
+whose binary and parameters Ganeti checks); the cluster enables Ganeti's `fake` hypervisor as
+well, for the instance (no KVM under TCG).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ NOOP_OS = ("d=/srv/ganeti/os/noop; mkdir -p $d; echo 20 > $d/ganeti_api_version;
 
 def cluster_file(work: Path) -> Path:
     data = example_data()
-    data["cluster"]["hypervisors"] = ["fake"]
+    data["cluster"]["hypervisors"] = ["kvm", "fake"]      # kvm first: the example's image
     prov = data["network"]["provisioning"]
     prov["on_master"], prov["management_address"] = False, SERVE_MANAGEMENT
     data["nodes"] = [n for n in data["nodes"] if n["name"] in NODES]
@@ -155,6 +157,9 @@ def test_both_nodes_are_joined_and_the_first_is_master(cluster_up):
     listed = run(vm, "gnt-node list --no-headers -o name", timeout=300).split()
     assert sorted(listed) == ["node1.project.edu", "node2.project.edu"], listed
     assert run(vm, "gnt-cluster getmaster", timeout=120).strip() == "node1.project.edu"
+    # The paper's `gnt-cluster modify -H kvm:kernel_path=,initrd_path=,vnc_bind_address=...`
+    info = run(vm, "gnt-cluster info | grep -E '^ +(vnc_bind_address|kernel_path):'", timeout=120)
+    assert "vnc_bind_address: 0.0.0.0" in info, info
     assert status(vm, "gnt-cluster verify", timeout=900) == 0
 
 
@@ -164,7 +169,7 @@ def test_a_drbd_instance_fails_over(cluster_up):
         assert status(vms[name], NOOP_OS) == 0
     vm = vms["node1"]
     # A small disk keeps the DRBD sync short under TCG: below the default policy's 1 GiB.
-    add = ("gnt-instance add -t drbd -o noop -s 128M --ignore-ipolicy --no-start "
+    add = ("gnt-instance add -t drbd -o noop -s 128M -H fake --ignore-ipolicy --no-start "
            "--no-ip-check --no-name-check -n node1.project.edu:node2.project.edu inst1")
     last_job = "gnt-job info $(gnt-job list --no-headers -o id | tail -1) | tail -20"
     assert status(vm, add, timeout=1200) == 0, run(vm, last_job)
