@@ -52,7 +52,8 @@ def install(built, work: Path) -> dict:
         node = next(n for n in cluster.nodes if n.name == NODE)
         disk = make_disk(work / f"{NODE}.qcow2", "40G")
         with StandinMaster(outdir, cluster.provisioning.base_url) as master:
-            netboot_install(work, outdir, master, node, disk, timeout=INSTALL_TIMEOUT)
+            # One CPU: the install runs beside the other VM tests and must leave them a core.
+            netboot_install(work, outdir, master, node, disk, timeout=INSTALL_TIMEOUT, cpus=1)
             reports = master.events(NODE)
         return {"work": work, "cluster": cluster, "node": node, "disk": disk,
                 "reports": reports, "transfers": transfers.read_text(errors="replace")}
@@ -89,6 +90,8 @@ def test_debootstrapped_node_runs_bookworm_with_ganeti(installed):
                   "dpkg-query -W -f '${Status}' ganeti drbd-utils")
     assert out.split()[0] == "bookworm", out
     assert out.count("install ok installed") == 2, out
+    # dpkg's force-unsafe-io was for the install only
+    assert run(vm, "ls /etc/dpkg/dpkg.cfg.d/").split() == [], run(vm, "ls /etc/dpkg/dpkg.cfg.d/")
 
 
 def test_the_initramfs_holds_this_pcs_drivers_only(installed):

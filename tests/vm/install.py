@@ -19,8 +19,8 @@ def user_nic(mac: str) -> str:
 
 
 def netboot_install(work: Path, outdir: Path, master: StandinMaster, node, disk: Path,
-                    timeout: float = 1500) -> None:
-    vm = VM(f"{node.name}-install", work, memory=1536, cpus=2, disks=[disk],
+                    timeout: float = 1500, cpus: int = 2) -> None:
+    vm = VM(f"{node.name}-install", work, memory=1536, cpus=cpus, disks=[disk],
             nics=[user_nic(node.mac)], kernel=str(outdir / "netboot/vmlinuz"),
             initrd=str(outdir / "netboot/initrd"),
             append=f"{CONSOLE} installer.plan={master.url}/plans/{node.name}.json").start()
