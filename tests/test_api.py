@@ -94,6 +94,27 @@ def test_a_plan_by_mac_carries_the_token_and_the_masters_key(server):
         node["token"] not in open(os.path.join(server.opts.outdir, "plans/node1.json")).read()
 
 
+def test_a_plan_rendered_again_is_served_as_rendered(server):
+    """serve keeps each plan's body; a render while it runs must not leave a stale plan."""
+    assert plan(server)["node"]["name"] == "node1"
+    path = os.path.join(server.opts.outdir, "plans/node1.json")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    data["hostname"] = "rendered-again"
+    with open(path + ".new", "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(path + ".new", path)
+    got = plan(server)
+    assert got["hostname"] == "rendered-again"
+    assert got["report"]["token"] == server.state.node("node1")["token"]
+
+
+def test_a_plan_file_gone_is_a_500_naming_the_fix(server):
+    os.remove(os.path.join(server.opts.outdir, "plans/node1.json"))
+    refused(requests.get(f"{server.url}/api/v1/plans/{DASHED}", timeout=10), 500,
+            "run ganeti-installer render")
+
+
 def test_the_plan_url_in_the_pxe_entry_is_the_api(server):
     entry = (open(os.path.join(server.opts.outdir, f"tftp/ipxe/{DASHED}.ipxe")).read())
     assert f"installer.plan=http://10.99.0.1:8080/api/v1/plans/{DASHED}" in entry
