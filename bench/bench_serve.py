@@ -17,8 +17,8 @@ Prints figures; asserts nothing.
 3. install: N nodes each fetch their plan by MAC and post REPORTS progress reports (one per
    --interval seconds, far faster than a real install): plan and report latency p50/p99
    alone; while N more downloads of the initrd share a --lan-mbps LAN's bandwidth (default
-   1000: a gigabit provisioning LAN); and while they run as fast as loopback goes, the
-   downloading clients as SCHED_IDLE (the CPU they use is a node's own in real life)
+   1000: a gigabit provisioning LAN); and while they run as fast as loopback goes. The
+   downloading clients run as SCHED_IDLE: the CPU they use is a node's own in real life
    (target p99 < 50 ms).
 
 OUTDIR: a built OUTDIR whose netboot/initrd is used; without it, a random initrd of
@@ -319,8 +319,8 @@ def bench_install(ctx, url: str, macs: list[str], size: int, args) -> None:
     n = len(macs)
     lan = args.lan_mbps * 1e6 / 8
     loads = (("no other load", None),
-             (f"a {args.lan_mbps:g} Mbit/s LAN's worth of initrd downloads by {n} nodes",
-              (False, lan / n)),
+             (f"a {args.lan_mbps:g} Mbit/s LAN's worth of initrd downloads by {n} nodes "
+              "(clients SCHED_IDLE, as on their own machines)", (True, lan / n)),
              (f"{n} initrd downloads as fast as loopback goes (clients SCHED_IDLE, as on "
               "their own machines)", (True, 0)))
     for label, load_args in loads:
