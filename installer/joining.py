@@ -23,6 +23,10 @@ class JoinHook:
 
     def __call__(self, state: State, node: dict) -> None:
         with self.lock:
+            now = state.node(node["name"])
+            # The report's node may have waited here while the master's turn joined it.
+            if now is None or now["state"] != "booted":
+                return
             self._join(state, node["name"])
             if node["name"] != self.cluster.master or not self._master_joined(state):
                 return

@@ -738,6 +738,13 @@ def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joine
         assert ("join", "joining") in steps and steps[-1] == ("join", "joined")
         assert any(e["status"] == "log" and "gnt-node add" in e["message"]
                    for e in state.events("node2"))
+        # node2's own report, which waited on the hook's lock while the master's turn
+        # joined it, arrives now with its snapshot from before: nothing is run again.
+        adds = [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]]
+        stale = dict(state.node("node2"), state="booted")
+        hook(state, stale)
+        assert [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]] == adds
+        assert state.node("node2")["state"] == "joined"
     finally:
         state.close()
 
