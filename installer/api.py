@@ -45,8 +45,6 @@ class Service:
     log: Callable[[str], None] = print
     checksums: artifacts.Checksums = field(init=False)
     pool: ThreadPoolExecutor = field(init=False)
-    # name -> ((plan file's mtime, size, node token), the JSON body served)
-    plan_bodies: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         self.checksums = artifacts.Checksums(self.outdir)
@@ -106,33 +104,11 @@ async def _answer(svc: Service, fn, *args) -> web.Response:
 
 async def get_plan(request: web.Request) -> web.Response:
     svc: Service = request.app[SERVICE]
-    try:
-        body = await _blocking(svc, plan_body, svc, request.match_info["mac"])
-    except reports.Refused as e:
-        return error(e.status, e.message)
-    return web.Response(body=body, content_type="application/json")
+    return await _answer(svc, plan_for_mac, svc, request.match_info["mac"])
 
 
-def plan_body(svc: Service, raw: str) -> bytes:
-    """The JSON plan of the node with this MAC, or Refused (an unknown MAC is noted). Built
-    once per node and plan file: forty nodes powered on together ask at once."""
-    node, path = _node_for_mac(svc, raw)
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise reports.Refused(500, f"cannot read {path} ({e}): run ganeti-installer render") \
-            from None
-    stamp = (st.st_mtime_ns, st.st_size, node["token"])
-    cached = svc.plan_bodies.get(node["name"])
-    if cached is None or cached[0] != stamp:
-        cached = (stamp, json.dumps(_plan_or_refuse(svc, node)).encode())
-        svc.plan_bodies[node["name"]] = cached
-    svc.log(f"plan of {node['name']} sent")
-    return cached[1]
-
-
-def _node_for_mac(svc: Service, raw: str) -> tuple[dict, str]:
-    """The node with this MAC and its plan file's path, or Refused."""
+def plan_for_mac(svc: Service, raw: str) -> dict:
+    """The plan of the node with this MAC, or Refused; an unknown MAC is noted."""
     mac = raw.lower().replace("-", ":")
     if not pxe.MAC.fullmatch(mac):
         raise reports.Refused(400, f"'{raw[:40]}' is not a MAC address: ask for "
@@ -147,23 +123,17 @@ def _node_for_mac(svc: Service, raw: str) -> tuple[dict, str]:
     if node["state"] in INSTALLED:
         raise reports.Refused(409, f"{node['name']} is {node['state']}: its plan is served "
                                    f"again after ganeti-installer reinstall ... {node['name']}")
-    return node, _plan_path(svc, node)
-
-
-def _plan_path(svc: Service, node: dict) -> str:
-    return os.path.join(svc.outdir, "plans", f"{node['name']}.json")
-
-
-def _plan_or_refuse(svc: Service, node: dict) -> dict:
     try:
-        return _plan_for(svc, node)
+        plan = _plan_for(svc, node)
     except InstallerError as e:
         raise reports.Refused(500, str(e)) from None
+    svc.log(f"plan of {node['name']} sent")
+    return plan
 
 
 def _plan_for(svc: Service, node: dict) -> dict:
     """OUTDIR/plans/<name>.json with the node's token and the master's key added."""
-    path = _plan_path(svc, node)
+    path = os.path.join(svc.outdir, "plans", f"{node['name']}.json")
     try:
         with open(path, encoding="utf-8") as f:
             plan = json.load(f)
