@@ -26,9 +26,9 @@ def _images(cluster: Cluster, outdir: str, progress) -> dict:
         out.update(images.agent_bundle(outdir))
         if cluster.install_method == "image":
             packages = cluster.release.node_packages(cluster.hypervisor)
-            out["os_image"] = images.build_os_image(
+            out.update(images.build_os_image(
                 outdir, release=cluster.release.name, packages=packages, mirror=apt.mirror,
-                security_mirror=apt.security_mirror, proxy=apt.proxy, progress=progress)
+                security_mirror=apt.security_mirror, proxy=apt.proxy, progress=progress))
     except images.ImageError as e:
         raise InstallerError(str(e)) from None
     return out

@@ -1,4 +1,4 @@
-"""Images: the netboot kernel and initrd, and the OS tarball of a release.
+"""Images: the netboot kernel and initrd, and the OS image of a release.
 
 Both are built by diskimage-builder from the elements in `elements/` and cached by their
 inputs (elements, release, packages, mirrors, diskimage-builder version), so a rebuild with
@@ -293,7 +293,9 @@ def _concat(parts: list[Path], dest: Path) -> None:
 
 def build_os_image(outdir: str, *, release: str, packages: list[str], mirror: str,
                    security_mirror: str | None, proxy: str | None = None,
-                   progress=print) -> Artifact:
+                   progress=print) -> dict[str, Artifact]:
+    """The release's root as a tree (`<release>.tar.zst`, for tools that want files) and as
+    the file system the agent streams onto a node's root partition (`<release>.ext4.zst`)."""
     elements = ["debian-minimal", "ganeti-node-os"]
     key = input_key("os", elements, release=release, packages=sorted(packages),
                     mirror=mirror, security=security_mirror)
@@ -305,12 +307,22 @@ def build_os_image(outdir: str, *, release: str, packages: list[str], mirror: st
                  "diskimage-builder); a few minutes")
         _build_os_base(cached, release, elements, packages, mirror, security_mirror, proxy,
                        progress)
+    fs_hit = (cached / f"root.{ROOTFS_VERSION}.ext4.zst").exists()
+    if not fs_hit:
+        progress(f"  os: making the {release} root file system from the tree")
+        _build_rootfs(cached, progress)
     out = Path(outdir) / "images"
     out.mkdir(parents=True, exist_ok=True)
-    image = _place(cached / "root.tar.zst", out / f"{release}.tar.zst")
-    digest = (cached / "root.tar.zst.sha256").read_text().split()[0]
-    (out / f"{release}.tar.zst.sha256").write_text(f"{digest}  {release}.tar.zst\n")
-    return Artifact(str(image), image.stat().st_size, digest, hit)
+    made = {}
+    for kind, src, name in (("os_image", "root.tar.zst", f"{release}.tar.zst"),
+                            ("os_rootfs", f"root.{ROOTFS_VERSION}.ext4.zst",
+                             f"{release}.ext4.zst")):
+        image = _place(cached / src, out / name)
+        digest = (cached / f"{src}.sha256").read_text().split()[0]
+        (out / f"{name}.sha256").write_text(f"{digest}  {name}\n")
+        made[kind] = Artifact(str(image), image.stat().st_size, digest,
+                              hit and (fs_hit or kind == "os_image"))
+    return made
 
 
 def _build_os_base(cached, release, elements, packages, mirror, security_mirror, proxy,
@@ -325,10 +337,50 @@ def _build_os_base(cached, release, elements, packages, mirror, security_mirror,
     with open(tar, "rb") as src, open(work / "root.tar.zst", "wb") as dst:
         subprocess.run(["zstd", "-q", "-T0", "-10", "-c"], stdin=src, stdout=dst, check=True)
     tar.unlink()
-    digest = sha256_file(work / "root.tar.zst")
-    (work / "root.tar.zst.sha256").write_text(f"{digest}  root.tar.zst\n")
+    _write_sha256(work / "root.tar.zst")
     shutil.rmtree(cached, ignore_errors=True)
     os.replace(work, cached)
+
+
+# Bumped when the file system's making changes, so a cached tree gets a new one.
+ROOTFS_VERSION = "fs1"
+# The node's root partition is what the file system grows into (resize2fs): it is made
+# only as large as its files need, so the node writes no more than that.
+ROOTFS_SLACK = 1.15
+ROOTFS_EXTRA = 96 << 20     # the 64 MiB journal, lost+found, and inode tables' growth
+
+
+def _build_rootfs(cached: Path, progress) -> None:
+    """The tree as an ext4 image: `mkfs.ext4 -d`, no loop device or mount needed.
+
+    With the features mkfs.ext4 gives the 10 GiB root on a node (`-T default`, a 64 MiB
+    journal), so the grown file system is the one the agent used to make and unpack into."""
+    name = f"root.{ROOTFS_VERSION}.ext4"
+    with tempfile.TemporaryDirectory(dir=cached) as tmp:
+        tree, fs = Path(tmp) / "root", Path(tmp) / name
+        tree.mkdir(mode=0o755)
+        subprocess.run(["tar", "--zstd", "-xpf", str(cached / "root.tar.zst"),
+                        "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(tree)],
+                       check=True)
+        for mountpoint in ("proc", "sys", "dev", "run", "tmp"):   # the tar leaves them out
+            (tree / mountpoint).mkdir(exist_ok=True)
+        (tree / "tmp").chmod(0o1777)
+        used = int(subprocess.run(["du", "-s", "--block-size=1", str(tree)], check=True,
+                                  capture_output=True, text=True).stdout.split()[0])
+        size = (int(used * ROOTFS_SLACK) + ROOTFS_EXTRA) // (1 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-T", "default", "-J", "size=64", "-L", "root",
+                        "-d", str(tree), str(fs), f"{size}M"], check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["e2fsck", "-f", "-n", str(fs)], check=True, capture_output=True)
+        part = cached / f"{name}.zst.part"
+        subprocess.run(["zstd", "-q", "-f", "-T0", "-10", str(fs), "-o", str(part)], check=True)
+        os.replace(part, cached / f"{name}.zst")
+    _write_sha256(cached / f"{name}.zst")
+    progress(f"  os: root file system {size} MiB")
+
+
+def _write_sha256(path: Path) -> None:
+    path.with_name(path.name + ".sha256").write_text(f"{sha256_file(path)}  {path.name}\n")
 
 
 # -- placing cached files --------------------------------------------------------------------

@@ -52,6 +52,53 @@ def test_os_image_checksum_file_matches(built):
     assert summary["artifacts"]["os_image"]["sha256"] == line[0]
 
 
+@pytest.fixture(scope="module")
+def rootfs(built, tmp_path_factory):
+    """The root file system image as the node gets it: decompressed, checksum checked."""
+    outdir, summary = built
+    image = outdir / "images/bookworm.ext4.zst"
+    line = (outdir / "images/bookworm.ext4.zst.sha256").read_text().split()
+    assert line == [images.sha256_file(image), "bookworm.ext4.zst"]
+    assert summary["artifacts"]["os_rootfs"]["sha256"] == line[0]
+    fs = tmp_path_factory.mktemp("rootfs") / "root.ext4"
+    subprocess.run(["zstd", "-q", "-d", str(image), "-o", str(fs)], check=True)
+    return fs
+
+
+def debugfs(fs: Path, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, str(fs)], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def features(fs: Path) -> set[str]:
+    out = subprocess.run(["dumpe2fs", "-h", str(fs)], check=True, capture_output=True,
+                         text=True).stdout
+    return set(next(line for line in out.splitlines()
+                    if line.startswith("Filesystem features:")).split(":")[1].split())
+
+
+def test_root_file_system_is_clean_with_the_features_of_a_node_root(rootfs, tmp_path):
+    subprocess.run(["e2fsck", "-f", "-n", str(rootfs)], check=True, capture_output=True)
+    assert "root" in subprocess.run(["e2label", str(rootfs)], capture_output=True,
+                                    text=True).stdout
+    node_root = tmp_path / "node-root"        # what mkfs.ext4 makes of a 10 GiB partition
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(node_root), "10G"], check=True,
+                   stdout=subprocess.DEVNULL)
+    assert features(rootfs) == features(node_root)
+
+
+def test_root_file_system_holds_the_tree(rootfs, os_root):
+    root = debugfs(rootfs, "stat /")
+    assert "Mode:  0755" in root and "User:     0" in root, root
+    assert "Mode:  01777" in debugfs(rootfs, "stat /tmp")
+    for mountpoint in ("proc", "sys", "dev", "run"):
+        assert "Type: directory" in debugfs(rootfs, f"stat /{mountpoint}")
+    kernel = next((os_root / "boot").glob("vmlinuz-*"))
+    assert f"Size: {kernel.stat().st_size}" in debugfs(rootfs, f"stat /boot/{kernel.name}")
+    assert "Size: 0" in debugfs(rootfs, "stat /etc/machine-id")
+    assert "ssh_host_" not in debugfs(rootfs, "ls /etc/ssh")
+
+
 def test_initrd_holds_the_agent_and_its_tools(built):
     outdir, _ = built
     agent, root = images.split_initrd((outdir / "netboot/initrd").read_bytes())
@@ -78,8 +125,9 @@ def test_rebuild_without_change_uses_the_cache(built, tmp_path):
     # The agent is packed from source every time, byte for byte the same.
     assert (tmp_path / "again/agent/agent.tar.gz").read_bytes() == \
         (outdir / "agent/agent.tar.gz").read_bytes()
-    again = tmp_path / "again/images/bookworm.tar.zst"
-    assert images.sha256_file(again) == images.sha256_file(outdir / "images/bookworm.tar.zst")
+    for name in ("bookworm.tar.zst", "bookworm.ext4.zst"):
+        again = tmp_path / "again/images" / name
+        assert images.sha256_file(again) == images.sha256_file(outdir / "images" / name)
 
 
 def test_wheezy_with_unreachable_mirror_names_the_setting(tmp_path):
