@@ -134,8 +134,8 @@ class PlanRenderer:
             "initramfs_modules": self.cluster.initramfs_modules,
         }
         if self.cluster.install_method == "image":
-            url = f"{base}/images/{rel.name}.tar.zst"
-            out["image"] = {"url": url, "checksum_url": f"{url}.sha256", "format": "tar.zst"}
+            url = f"{base}/images/{rel.name}.ext4.zst"
+            out["image"] = {"url": url, "checksum_url": f"{url}.sha256", "format": "ext4.zst"}
         return out
 
     def _storage(self) -> dict:

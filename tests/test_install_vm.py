@@ -10,7 +10,9 @@ own disk and is checked as an admin would check it, VLANs included.
 
 from __future__ import annotations
 
+import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +180,23 @@ def test_sshd_runs_with_fresh_host_keys(installed):
 
 def test_lvm_filter_is_in_force(installed):
     checks.lvm_filter(installed.vm)
+
+
+def image_uuid(image: Path) -> uuid.UUID:
+    """The UUID in the ext4 superblock (offset 1024) of the OS image, at offset 0x68."""
+    head = subprocess.run(f"zstd -dc {image} | head -c 4096", shell=True, check=True,
+                          capture_output=True).stdout
+    return uuid.UUID(bytes=head[1024 + 0x68:1024 + 0x78])
+
+
+def test_root_fills_its_partition_with_a_uuid_of_its_own(installed, built):
+    """The image's file system was grown to the 10 GiB partition and given a new UUID."""
+    outdir, _ = built
+    size = int(run(installed.vm, "df --block-size=1 --output=size / | tail -1").split()[-1])
+    assert size > 9.5 * 2**30, f"root is {size} bytes: not grown to its partition"
+    got = uuid.UUID(run(installed.vm, "findmnt --noheadings --output UUID /").split()[-1])
+    assert got != image_uuid(outdir / "images/bookworm.ext4.zst")
+    assert f"root=UUID={got}" in run(installed.vm, "cat /proc/cmdline")
 
 
 def test_usb_stick_was_not_touched(installed):

@@ -107,7 +107,14 @@ class Installer:
     def os_stage(self) -> None:
         inst = self.plan["install"]
         if inst["method"] == "image":
-            osinstall.unpack_image(inst["image"], self.target, self.run)
+            # Root's blocks are overwritten: unmount it, and keep the journal and the report
+            # outbox (both in memory too) on the new file system once it is mounted again.
+            self.storage.unmount()
+            osinstall.write_rootfs(inst["image"], self.storage.root_device(), self.run)
+            self.storage.mount()
+            if not self.run.dry_run:
+                self.journal.attach(self.target)
+                self.reporter.attach(self.target)
         else:
             osinstall.debootstrap(inst["debootstrap"], self.plan["packages"], self.target,
                                   inst.get("proxy"), self.run)

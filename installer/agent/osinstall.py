@@ -1,4 +1,5 @@
-"""Laying the OS down on the mounted root: the OS image streamed and verified, or debootstrap."""
+"""Laying the OS down: the OS image's root file system streamed onto the root partition and
+verified, or debootstrap into the mounted root."""
 
 from __future__ import annotations
 
@@ -31,34 +32,52 @@ def expected_sha256(checksum_url: str) -> str:
     return value
 
 
-def unpack_image(image: dict, target: str, runner: Runner) -> str:
-    """Stream the image into `tar -x` while hashing it; the sha256 must match the server's."""
+def write_rootfs(image: dict, device: str, runner: Runner) -> str:
+    """Stream the release's root file system onto its partition, hashing it on the way; then
+    give it a UUID of its own and grow it to the partition.
+
+    Raw blocks, not files: unpacking 30,000 files costs an old PC (and a TCG guest) four times
+    the time of writing the same bytes. zstd into dd with direct I/O, as `dd` from a USB
+    stick would: the page cache would only hold the bytes until the sync."""
     want = expected_sha256(image["checksum_url"])
-    runner.commands.append(["tar", "--zstd", "-xpf", "-", "-C", target])
-    if runner.dry_run:
-        return want
+    runner.commands.append(["zstd", "-dc", "|", "dd", f"of={device}"])
+    if not runner.dry_run:
+        got = _stream_to(image["url"], device)
+        if got != want:
+            raise InstallError(f"the OS image {image['url']} is corrupt: sha256 {got}, the "
+                               f"server says {want}")
+    # Every node would share the image's UUID, and GRUB and fstab find root by it.
+    runner.change(["tune2fs", "-U", "random", device])
+    runner.change(["resize2fs", device])
+    return want
+
+
+def _stream_to(url: str, device: str) -> str:
     digest = hashlib.sha256()
-    tar = subprocess.Popen(["tar", "--zstd", "-xpf", "-", "--numeric-owner", "--xattrs",
-                            "--xattrs-include=*", "-C", target], stdin=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+    dd = subprocess.Popen(["dd", f"of={device}", "bs=4M", "iflag=fullblock", "oflag=direct",
+                           "status=none"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    unzstd = subprocess.Popen(["zstd", "-dc"], stdin=subprocess.PIPE, stdout=dd.stdin,
+                              stderr=subprocess.PIPE)
+    dd.stdin.close()    # zstd holds the pipe now; dd sees its end when zstd exits
     try:
-        with requests.get(image["url"], stream=True, timeout=60) as resp:
+        with requests.get(url, stream=True, timeout=60) as resp:
             if resp.status_code != 200:
-                raise InstallError(f"cannot fetch the OS image {image['url']}: HTTP "
+                raise InstallError(f"cannot fetch the OS image {url}: HTTP "
                                    f"{resp.status_code}")
             for chunk in resp.iter_content(chunk_size=1 << 20):
                 digest.update(chunk)
-                tar.stdin.write(chunk)
+                unzstd.stdin.write(chunk)
+    except BrokenPipeError:
+        pass    # zstd or dd died: their exit status says why
     finally:
-        tar.stdin.close()
-        err = tar.stderr.read().decode(errors="replace")
-        code = tar.wait()
-    if code != 0:
-        raise InstallError(f"unpacking {image['url']} failed: {err.strip()[-400:]}")
-    if digest.hexdigest() != want:
-        raise InstallError(f"the OS image {image['url']} is corrupt: sha256 "
-                           f"{digest.hexdigest()}, the server says {want}")
-    return want
+        unzstd.stdin.close()
+        errors = [(name, proc.stderr.read().decode(errors="replace").strip(), proc.wait())
+                  for name, proc in (("zstd", unzstd), ("dd", dd))]
+    for name, err, code in errors:
+        if code != 0:
+            raise InstallError(f"writing {url} to {device} failed in {name} (exit {code}): "
+                               f"{err[-400:]}")
+    return digest.hexdigest()
 
 
 UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"

@@ -179,11 +179,16 @@ class Storage:
         """Whether root already holds this plan's OS: then no filesystem is made again, since
         the installed fstab names the UUIDs of the ESP and swap as well as root's."""
         if self._resuming is None:
-            root = next(a for a in self.actions if a["type"] == "mount" and a["path"] == "/")
-            fmt = self.by_id[root["device"]]
+            fmt = self.by_id[self._root_mount()["device"]]
             device = self.devices.get(fmt["volume"])
             self._resuming = bool(device) and self.keep_root(device)
         return self._resuming
+
+    def _root_mount(self) -> dict:
+        return next(a for a in self.actions if a["type"] == "mount" and a["path"] == "/")
+
+    def root_device(self) -> str:
+        return self.devices[self._root_mount()["device"]]
 
     def do_format(self, action: dict) -> None:
         dev = self.devices[action["volume"]]
@@ -207,6 +212,15 @@ class Storage:
             if os.path.ismount(where):
                 return
         self.run.change(["mount", dev, where])
+
+    def unmount(self) -> None:
+        """Everything under the target, to write the root file system's blocks."""
+        self.run.change(["umount", "--recursive", self.target])
+
+    def mount(self) -> None:
+        for action in self.actions:
+            if action["type"] == "mount":
+                self.do_mount(action)
 
     # -- first-boot mode: the OS is installed; the free space after it becomes the VG --------
 
@@ -262,4 +276,6 @@ class Storage:
 
     def uuid(self, action_id: str) -> str:
         dev = self.devices[action_id]
-        return self.run.read(["blkid", "--match-tag", "UUID", "--output", "value", dev]).strip()
+        # -p: probe the device itself; blkid's cache may hold a UUID from before mkfs/tune2fs.
+        return self.run.read(["blkid", "-p", "--match-tag", "UUID", "--output", "value",
+                              dev]).strip()
