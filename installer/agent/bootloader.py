@@ -1,9 +1,18 @@
-"""GRUB for BIOS and UEFI on the install disk, the kernel command line from the plan."""
+"""GRUB for BIOS and UEFI on the install disk, the kernel command line from the plan.
+
+Two ways: the release's own `grub-install` and `update-grub` (debootstrap, any release), or,
+for the OS image, the steps grub-install takes done directly (`install_prepared`). The first
+probes every device dozens of times through grub-probe and udevadm, most of a minute on an
+old PC; the agent already knows the disk and root's UUID. The node's first kernel upgrade
+runs update-grub, which replaces the config written here with Debian's own.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 
 from installer.agent.target import Target
 
@@ -20,6 +29,80 @@ def set_kernel_args(t: Target, args: str) -> None:
         text = re.sub(r"^GRUB_CMDLINE_LINUX=.*$", line, text, flags=re.M)
     else:
         text += f"\n{line}\n"
+    with open(path + ".gi-new", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".gi-new", path)
+
+
+def default_setting(t: Target, name: str, fallback: str) -> str:
+    """A GRUB_* value from the target's /etc/default/grub, as update-grub would read it."""
+    try:
+        with open(t.path("etc/default/grub"), encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return fallback
+    found = re.findall(rf"^{name}=(.*)$", text, re.M)
+    return found[-1].strip().strip("'\"") if found else fallback
+
+
+# What grub-install builds into core.img for a GPT disk with root on ext4.
+CORE_MODULES = ["part_gpt", "ext2", "search_fs_uuid"]
+
+
+def install_prepared(t: Target, disk: str, root_uuid: str, kernel_args: str,
+                     efi: bool) -> None:
+    set_kernel_args(t, kernel_args)
+    load_cfg = f"search.fs_uuid {root_uuid} root\nset prefix=($root)'/boot/grub'\n"
+    _core(t, "i386-pc", "/boot/grub/i386-pc/core.img", load_cfg, ["biosdisk"])
+    t.chroot(["grub-bios-setup", "--directory=/boot/grub/i386-pc", disk])
+    if os.path.isdir(t.path("usr/lib/grub/x86_64-efi")) and os.path.ismount(t.path("boot/efi")):
+        # EFI/BOOT/BOOTX64.EFI, the removable path: firmware finds it without an NVRAM entry.
+        os.makedirs(t.path("boot/efi/EFI/BOOT"), exist_ok=True)
+        _core(t, "x86_64-efi", "/boot/efi/EFI/BOOT/BOOTX64.EFI", load_cfg, [])
+        if efi:
+            keep_network_first(t)
+    write_config(t, root_uuid, kernel_args)
+
+
+def _core(t: Target, platform: str, output: str, load_cfg: str, extra: list) -> None:
+    """The platform's modules into /boot/grub, and its core image with root found by UUID."""
+    if not t.run.dry_run:
+        shutil.copytree(t.path(f"usr/lib/grub/{platform}"), t.path(f"boot/grub/{platform}"),
+                        dirs_exist_ok=True)
+        with open(t.path(f"boot/grub/{platform}/load.cfg"), "w", encoding="utf-8") as f:
+            f.write(load_cfg)
+    t.chroot(["grub-mkimage", f"--format={platform}", f"--directory=/usr/lib/grub/{platform}",
+              f"--output={output}", f"--config=/boot/grub/{platform}/load.cfg",
+              "--prefix=/boot/grub"] + extra + CORE_MODULES)
+
+
+def newest_kernel(t: Target) -> str:
+    """The version of the newest kernel in /boot that has its initrd."""
+    def key(version: str) -> list:
+        return [int(n) if n.isdigit() else n for n in re.split(r"(\d+)", version)]
+    found = [os.path.basename(k)[len("vmlinuz-"):]
+             for k in glob.glob(t.path("boot/vmlinuz-*"))]
+    found = [v for v in found if os.path.exists(t.path(f"boot/initrd.img-{v}"))]
+    if not found:
+        raise FileNotFoundError(f"no kernel with an initrd in {t.path('boot')}")
+    return max(found, key=key)
+
+
+def write_config(t: Target, root_uuid: str, kernel_args: str) -> None:
+    """/boot/grub/grub.cfg with one entry, as update-grub would write it for this root."""
+    if t.run.dry_run:
+        return
+    version = newest_kernel(t)
+    timeout = default_setting(t, "GRUB_TIMEOUT", "5")
+    extra = default_setting(t, "GRUB_CMDLINE_LINUX_DEFAULT", "quiet")
+    text = (f"# Written by ganeti-installer at install time; update-grub replaces it.\n"
+            f"insmod part_gpt\ninsmod ext2\n"
+            f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+            f"set default=0\nset timeout={timeout}\n"
+            f"menuentry 'Debian GNU/Linux' --id gnulinux-simple-{root_uuid} {{\n"
+            f"\tlinux /boot/vmlinuz-{version} root=UUID={root_uuid} ro {kernel_args} {extra}\n"
+            f"\tinitrd /boot/initrd.img-{version}\n}}\n")
+    path = t.path("boot/grub/grub.cfg")
     with open(path + ".gi-new", "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(path + ".gi-new", path)
