@@ -45,11 +45,22 @@ class Service:
     log: Callable[[str], None] = print
     checksums: artifacts.Checksums = field(init=False)
     pool: ThreadPoolExecutor = field(init=False)
+    joins: ThreadPoolExecutor = field(init=False)
+    running: set = field(init=False, default_factory=set)
 
     def __post_init__(self):
         self.checksums = artifacts.Checksums(self.outdir)
         # SQLite serialises the writers anyway; a few threads let reads overlap a commit.
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="api")
+        # Joins take minutes and one at a time (the hook's lock): their own thread, which
+        # serve can stop without waiting on the API's.
+        self.joins = ThreadPoolExecutor(1, thread_name_prefix="join")
+
+    def queue_join(self, node: dict) -> None:
+        if self.on_booted is not None:
+            future = self.joins.submit(_join, self, node)
+            self.running.add(future)
+            future.add_done_callback(self.running.discard)
 
 
 SERVICE = web.AppKey("service", Service)
@@ -173,8 +184,8 @@ async def post_event(request: web.Request) -> web.Response:
     except reports.Refused as e:
         return error(e.status, e.message)
     after = outcome.node
-    if outcome.booted and svc.on_booted is not None:
-        asyncio.get_running_loop().run_in_executor(None, _join, svc, after)
+    if outcome.booted:
+        svc.queue_join(after)
     return web.json_response({"node": name, "state": after["state"],
                               "attempt": after["attempt"], "duplicate": outcome.duplicate})
 

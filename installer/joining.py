@@ -16,23 +16,43 @@ from installer.join import Joiner, JoinError
 from installer.state import State
 
 
+STOPPED = "serve stopped during the join; it runs again when serve starts"
+
+
 class JoinHook:
     def __init__(self, cluster: Cluster, state_dir: str, **joiner_options):
         self.cluster, self.state_dir, self.options = cluster, state_dir, joiner_options
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """serve is stopping: no join starts, and one whose commands serve ends is left
+        "joining" (not failed) for the next serve to run again."""
+        self.stopping.set()
 
     def __call__(self, state: State, node: dict) -> None:
         with self.lock:
-            now = state.node(node["name"])
-            # The report's node may have waited here while the master's turn joined it.
-            if now is None or now["state"] != "booted":
+            if self.stopping.is_set():
                 return
-            self._join(state, node["name"])
-            if node["name"] != self.cluster.master or not self._master_joined(state):
-                return
-            for waiting in state.nodes():       # booted before the cluster existed
-                if waiting["state"] == "booted" and waiting["name"] != self.cluster.master:
-                    self._join(state, waiting["name"])
+            try:
+                self._turn(state, node)
+            except Exception as e:  # noqa: BLE001 - the commands ended under it
+                if not self.stopping.is_set():
+                    raise
+                state.note(node["name"], f"{STOPPED} ({type(e).__name__}: {e})")
+
+    def _turn(self, state: State, node: dict) -> None:
+        now = state.node(node["name"])
+        # The report's node may have waited here while the master's turn joined it.
+        if now is None or now["state"] != "booted":
+            return
+        self._join(state, node["name"])
+        if node["name"] != self.cluster.master or not self._master_joined(state):
+            return
+        for waiting in state.nodes():       # booted before the cluster existed
+            if waiting["state"] == "booted" and waiting["name"] != self.cluster.master \
+                    and not self.stopping.is_set():
+                self._join(state, waiting["name"])
 
     def _master_joined(self, state: State) -> bool:
         master = state.node(self.cluster.master)
@@ -56,7 +76,10 @@ class JoinHook:
                 state.set_state(name, "joining", "gnt-node add" + (" --readd" if readd else ""))
                 result = joiner.join(node, row["host_keys"], readd)
         except JoinError as e:
-            state.set_state(name, "failed", f"{e.kind}: {e.message}")
+            if self.stopping.is_set():
+                state.note(name, f"{STOPPED} ({e.kind}: {e.message})")
+            else:
+                state.set_state(name, "failed", f"{e.kind}: {e.message}")
             return
         warnings = result.verify.warnings
         state.set_state(name, "joined", "gnt-cluster verify: no errors" +

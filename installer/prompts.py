@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import pexpect
 
+from installer import running
 from installer.joinerror import JoinError
 from installer.sshkeys import PublicKey
 
@@ -68,9 +70,11 @@ def drive(argv: Sequence[str], *, trusted: Iterable[PublicKey], log: Callable[[s
                           codec_errors="replace", dimensions=(24, 250), echo=False)
     session = _Session(child, trusted, log, what, confirm)
     try:
-        deadline = time.monotonic() + timeout
-        session.run(deadline, timeout)
-        _reap(child, deadline, session, timeout)
+        # A signal, not child.terminate(): that reaps, and this thread reaps the child too.
+        with running.tracked(lambda: os.kill(child.pid, signal.SIGTERM)):
+            deadline = time.monotonic() + timeout
+            session.run(deadline, timeout)
+            _reap(child, deadline, session, timeout)
     finally:
         if child.isalive():         # a refusal or a timeout: the command goes
             child.terminate(force=True)

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from installer import prompts
+from installer import prompts, running
 from installer.joinerror import JoinError
 from installer.sshkeys import PublicKey, host_patterns
 
@@ -65,13 +65,17 @@ class Remote:
         """Run a short command; SSH failures (and a non-zero exit with `check`) raise."""
         argv = self.argv(host, command)
         what = f"`{shlex.join(command)}` on {host}"
-        try:
-            done = subprocess.run(argv, input=input, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            out = _text(e.stdout) + _text(e.stderr)
-            raise JoinError("timeout", f"{what}: no end within {timeout:.0f} s",
-                            output=out) from None
+        with subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else None,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as proc, running.tracked(proc.terminate):
+            try:
+                out, err = proc.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                raise JoinError("timeout", f"{what}: no end within {timeout:.0f} s",
+                                output=_text(out) + _text(err)) from None
+        done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if done.returncode == 255:      # ssh's own failure (none of our commands exit 255)
             kind, why = prompts.ssh_failure(done.stderr) or \
                 ("failed", f"ssh failed: {prompts.tail(done.stderr) or 'no message'}")

@@ -8,7 +8,9 @@ this one stopped: nodes, events and tokens are in the database.
 
 The join hook (installer.joining.JoinHook, unless --no-join) runs in a worker thread when a
 node reports booted from its own disk; it moves the node through state.set_state(name,
-"joining" | "joined" | "failed", message). Without it nodes stay booted.
+"joining" | "joined" | "failed", message). Without it nodes stay booted. Stopping serve ends
+a running join's commands (ssh to the nodes) instead of waiting minutes for them; the node
+stays "joining", and the next serve joins it again, with every node still "booted".
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 from aiohttp import web
 
-from installer import api, dhcp, pxe, statedir
+from installer import api, dhcp, pxe, running, statedir
 from installer.config import Cluster
 from installer.errors import InstallerError
 from installer.joining import JoinHook
@@ -95,12 +98,22 @@ def prepare(opts: Options) -> api.Service:
     return api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
 
 
+def requeue_joins(state: State) -> list[dict]:
+    """The nodes to join at start: booted while no serve ran, or "joining" when the last one
+    stopped (booted again, as they reported)."""
+    for node in state.nodes():
+        if node["state"] == "joining":
+            state.set_state(node["name"], "booted", "the join starts again")
+    return [n for n in state.nodes() if n["state"] == "booted"]
+
+
 def run(opts: Options, *, ready: Callable[[str], None] | None = None) -> int:
     service = prepare(opts)
     try:
         return asyncio.run(_serve(opts, service, ready or (lambda url: None)))
     finally:
         service.pool.shutdown()
+        service.joins.shutdown()
         service.state.close()
 
 
@@ -118,6 +131,9 @@ async def _serve(opts: Options, service: api.Service, ready: Callable[[str], Non
                                  "with --listen ADDRESS:PORT (and http_port in the cluster "
                                  "file, which the PXE entries name)") from None
         port = runner.addresses[0][1]       # the real one when --listen says port 0
+        if service.on_booted is not None:
+            for node in requeue_joins(service.state):
+                service.queue_join(node)
         if opts.dhcp:
             daemon = dhcp.Dnsmasq(opts.outdir, opts.state_dir,
                                   opts.cluster.provisioning.interface,
@@ -137,6 +153,21 @@ async def _serve(opts: Options, service: api.Service, ready: Callable[[str], Non
         if daemon is not None:
             await daemon.stop()
         await runner.cleanup()
+        await asyncio.get_running_loop().run_in_executor(None, stop_joins, service)
+
+
+def stop_joins(service: api.Service, timeout: float = 30) -> None:
+    """No queued join starts; the running one's commands are ended until it returns (the
+    hook leaves its node "joining")."""
+    if isinstance(service.on_booted, JoinHook):
+        service.on_booted.stop()
+    service.joins.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + timeout
+    while service.running and time.monotonic() < deadline:
+        running.end_all()
+        time.sleep(0.1)
+    if service.running:
+        log(f"a join did not end within {timeout:.0f} s of being stopped")
 
 
 async def _until_stopped(daemon: dhcp.Dnsmasq | None) -> int:

@@ -191,7 +191,7 @@ def test_ssh_failures_in_ssh_words():
 
 FAKE_GNT_CLUSTER = r'''#!/usr/bin/python3
 """gnt-cluster as far as the join uses it (texts from Ganeti 3.0.2)."""
-import json, os, subprocess, sys
+import json, os, subprocess, sys, time
 G = "/var/lib/ganeti"
 scenario = json.load(open(G + "/scenario.json"))
 with open(G + "/calls.log", "a") as f:
@@ -202,6 +202,7 @@ if args == ["--version"]:
     v = scenario["versions"].get(here, "3.0.2")
     print("gnt-cluster (ganeti v%s) %s" % (v, v))
 elif args[:1] == ["init"]:
+    time.sleep(scenario.get("init_seconds", 0))
     # Ganeti's InitSSHSetup: root's key pair, and the master trusts its own key
     if not os.path.exists("/root/.ssh/id_rsa"):
         subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-C",
@@ -763,4 +764,42 @@ def test_the_hook_marks_a_refused_join_failed_with_its_kind(fresh, joiner, tmp_p
         node = state.node("node1")
         assert node["state"] == "failed" and node["message"].startswith("host-key: "), node
     finally:
+        state.close()
+
+
+@pytest.mark.integration
+def test_a_join_serve_stops_is_ended_and_runs_again_at_the_next_start(fresh, joiner, tmp_path):
+    """serve's SIGTERM path: the running join's ssh ends at once (not when Ganeti is done),
+    its node stays joining, and the next serve queues it again as booted."""
+    from installer import api, serve
+    from installer.joining import STOPPED, JoinHook
+    from installer.state import open_state
+    scenario(fresh, init_seconds=600)
+    state = open_state(str(fresh.base / "hook-state-3"))
+    service = api.Service(str(tmp_path), state, "unused", "unused",
+                          on_booted=JoinHook(joiner.cluster, joiner.state_dir, port=fresh.port,
+                                             timeouts=joiner.timeouts))
+    try:
+        state.sync_nodes(joiner.cluster)
+        for name in ("node1", "node2"):
+            state.db.execute("UPDATE nodes SET state = 'booted', host_keys = ? WHERE name = ?",
+                             (json.dumps(fresh.host_keys), name))
+        service.queue_join(state.node("node1"))
+        service.queue_join(state.node("node2"))       # queued behind node1's
+        deadline = time.monotonic() + 30
+        while not [c for c in calls(fresh) if c[1:2] == ["init"]]:
+            assert time.monotonic() < deadline, state.events("node1")[-5:]
+            time.sleep(0.1)
+        start = time.monotonic()
+        serve.stop_joins(service, timeout=20)
+        assert time.monotonic() - start < 10 and not service.running
+        node1 = state.node("node1")
+        assert node1["state"] == "joining", node1
+        assert state.events("node1")[-1]["message"].startswith(STOPPED)
+        assert state.node("node2")["state"] == "booted"     # never started
+        assert [n["name"] for n in serve.requeue_joins(state)] == ["node1", "node2"]
+        assert state.node("node1")["state"] == "booted"
+    finally:
+        service.pool.shutdown()
+        service.joins.shutdown()
         state.close()
