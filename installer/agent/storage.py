@@ -136,8 +136,9 @@ class Storage:
 
     def _partition(self, wanted: List[dict]) -> None:
         disk = self.disk.devnode
-        self.run.change(["sgdisk", "--zap-all", disk])
-        argv = ["sgdisk"]
+        # --clear first in the same run: a new protective MBR and empty GPT (both copies),
+        # then the partitions; one sgdisk, which syncs and re-reads the table once.
+        argv = ["sgdisk", "--clear"]
         for a in wanted:
             end = f"+{a['size'] // 1024}K" if a["size"] else "0"
             n = a["number"]
