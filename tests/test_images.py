@@ -97,6 +97,9 @@ def test_root_file_system_holds_the_tree(rootfs, os_root):
     assert f"Size: {kernel.stat().st_size}" in debugfs(rootfs, f"stat /boot/{kernel.name}")
     assert "Size: 0" in debugfs(rootfs, "stat /etc/machine-id")
     assert "ssh_host_" not in debugfs(rootfs, "ls /etc/ssh")
+    for platform in ("i386-pc", "x86_64-efi"):     # GRUB's modules, as grub-install puts them
+        assert "Type: regular" in debugfs(rootfs, f"stat /boot/grub/{platform}/normal.mod")
+    assert "Type: regular" in debugfs(rootfs, "stat /boot/grub/i386-pc/boot.img")
 
 
 def test_initrd_holds_the_agent_and_its_tools(built):

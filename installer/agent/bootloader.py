@@ -65,10 +65,11 @@ def install_prepared(t: Target, disk: str, root_uuid: str, kernel_args: str,
 
 
 def _core(t: Target, platform: str, output: str, load_cfg: str, extra: list) -> None:
-    """The platform's modules into /boot/grub, and its core image with root found by UUID."""
+    """The platform's modules in /boot/grub (the OS image has them there already), and its
+    core image with root found by UUID."""
     if not t.run.dry_run:
-        shutil.copytree(t.path(f"usr/lib/grub/{platform}"), t.path(f"boot/grub/{platform}"),
-                        dirs_exist_ok=True)
+        if not os.path.isdir(t.path(f"boot/grub/{platform}")):
+            shutil.copytree(t.path(f"usr/lib/grub/{platform}"), t.path(f"boot/grub/{platform}"))
         with open(t.path(f"boot/grub/{platform}/load.cfg"), "w", encoding="utf-8") as f:
             f.write(load_cfg)
     t.chroot(["grub-mkimage", f"--format={platform}", f"--directory=/usr/lib/grub/{platform}",
