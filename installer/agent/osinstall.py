@@ -70,7 +70,8 @@ def _stream_to(url: str, device: str) -> str:
     except BrokenPipeError:
         pass    # zstd or dd died: their exit status says why
     finally:
-        unzstd.stdin.close()
+        with contextlib.suppress(BrokenPipeError):     # flushing to a zstd that died
+            unzstd.stdin.close()
         errors = [(name, proc.stderr.read().decode(errors="replace").strip(), proc.wait())
                   for name, proc in (("zstd", unzstd), ("dd", dd))]
     for name, err, code in errors:

@@ -1,0 +1,86 @@
+"""The agent's image write with the real zstd and dd, against an HTTP server on loopback.
+
+The whole write onto a VM's root partition, then tune2fs and resize2fs, is in
+test_install_vm; here the stream itself and its refusals."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import subprocess
+import threading
+
+import pytest
+
+from installer.agent import osinstall
+from installer.agent.proc import Runner
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(base URL, payload): a 3 MiB payload as image.zst with its .sha256 beside it."""
+    root = tmp_path / "www"
+    root.mkdir()
+    payload = os.urandom(1 << 20) + bytes(2 << 20)
+    packed = subprocess.run(["zstd", "-q", "-c"], input=payload, capture_output=True,
+                            check=True).stdout
+    (root / "image.zst").write_bytes(packed)
+    (root / "image.zst.sha256").write_text(f"{hashlib.sha256(packed).hexdigest()}  image.zst\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", payload, root
+    finally:
+        server.shutdown()
+
+
+def image(base: str) -> dict:
+    return {"url": f"{base}/image.zst", "checksum_url": f"{base}/image.zst.sha256",
+            "format": "ext4.zst"}
+
+
+def test_the_image_lands_byte_for_byte(served, tmp_path):
+    base, payload, root = served
+    device = tmp_path / "device"
+    device.write_bytes(b"\xff" * (4 << 20))      # a partition larger than the image
+    digest = osinstall._stream_to(f"{base}/image.zst", str(device))
+    assert digest == hashlib.sha256((root / "image.zst").read_bytes()).hexdigest()
+    assert device.read_bytes()[:len(payload)] == payload
+
+
+def test_a_corrupt_image_is_refused_naming_both_checksums(served, tmp_path):
+    base, _, root = served
+    (root / "image.zst.sha256").write_text("0" * 64 + "  image.zst\n")
+    device = tmp_path / "device"
+    device.write_bytes(bytes(4 << 20))
+    with pytest.raises(osinstall.InstallError, match="is corrupt: sha256 [0-9a-f]{64}, the "
+                                                     "server says 0{64}"):
+        osinstall.write_rootfs(image(base), str(device), Runner())
+
+
+def test_a_missing_image_is_an_error_naming_the_url(served, tmp_path):
+    base, _, root = served
+    (root / "image.zst").unlink()
+    with pytest.raises(osinstall.InstallError, match=f"cannot fetch the OS image "
+                                                     f"{base}/image.zst: HTTP 404"):
+        osinstall.write_rootfs(image(base), str(tmp_path / "device"), Runner())
+
+
+@pytest.mark.integration
+def test_a_device_too_small_is_an_error_from_dd(served, tmp_path):
+    base, _, _ = served
+    small = tmp_path / "small"
+    subprocess.run(["truncate", "-s", "1M", str(small)], check=True)
+    loop = subprocess.run(["losetup", "--find", "--show", str(small)], capture_output=True,
+                          text=True)
+    if loop.returncode != 0:
+        pytest.skip("no loop device")
+    try:
+        with pytest.raises(osinstall.InstallError, match=r"failed in dd .*No space left"):
+            osinstall._stream_to(f"{base}/image.zst", loop.stdout.strip())
+    finally:
+        subprocess.run(["losetup", "--detach", loop.stdout.strip()])
