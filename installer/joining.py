@@ -32,14 +32,8 @@ class JoinHook:
 
     def __call__(self, state: State, node: dict) -> None:
         with self.lock:
-            if self.stopping.is_set():
-                return
-            try:
+            if not self.stopping.is_set():
                 self._turn(state, node)
-            except Exception as e:  # noqa: BLE001 - the commands ended under it
-                if not self.stopping.is_set():
-                    raise
-                state.note(node["name"], f"{STOPPED} ({type(e).__name__}: {e})")
 
     def _turn(self, state: State, node: dict) -> None:
         now = state.node(node["name"])
@@ -53,6 +47,12 @@ class JoinHook:
             if waiting["state"] == "booted" and waiting["name"] != self.cluster.master \
                     and not self.stopping.is_set():
                 self._join(state, waiting["name"])
+
+    def _stopped(self, state: State, name: str, error: Exception) -> bool:
+        """A failure from serve ending the join's commands: noted, the node stays joining."""
+        if self.stopping.is_set():
+            state.note(name, f"{STOPPED} ({type(error).__name__}: {error})")
+        return self.stopping.is_set()
 
     def _master_joined(self, state: State) -> bool:
         master = state.node(self.cluster.master)
@@ -76,10 +76,12 @@ class JoinHook:
                 state.set_state(name, "joining", "gnt-node add" + (" --readd" if readd else ""))
                 result = joiner.join(node, row["host_keys"], readd)
         except JoinError as e:
-            if self.stopping.is_set():
-                state.note(name, f"{STOPPED} ({e.kind}: {e.message})")
-            else:
+            if not self._stopped(state, name, e):
                 state.set_state(name, "failed", f"{e.kind}: {e.message}")
+            return
+        except Exception as e:  # noqa: BLE001 - any failure once serve ended the commands
+            if not self._stopped(state, name, e):
+                raise
             return
         warnings = result.verify.warnings
         state.set_state(name, "joined", "gnt-cluster verify: no errors" +

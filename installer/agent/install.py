@@ -158,15 +158,11 @@ class Installer:
         efi = os.path.isdir("/sys/firmware/efi")
         with Target(self.target, self.run) as t:
             if self.plan["install"]["method"] == "image":
-                bootloader.install_prepared(t, self.disk.devnode,
-                                            self.storage.uuid(self._root_format()), args, efi)
+                bootloader.install_prepared(t, self.disk.devnode, self.storage.root_uuid(),
+                                            args, efi)
             else:   # the release's own grub-install and update-grub (wheezy's GRUB too)
                 bootloader.install(t, self.disk.devnode, args, efi)
         hooks.run_phase(self.plan, "post-install", self.target, self._hook_report)
-
-    def _root_format(self) -> str:
-        return next(a["device"] for a in self.plan["storage"]["actions"]
-                    if a["type"] == "mount" and a["path"] == "/")
 
     def finish_stage(self) -> None:
         hooks.run_phase(self.plan, "pre-reboot", self.target, self._hook_report)

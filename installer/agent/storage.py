@@ -191,6 +191,9 @@ class Storage:
     def root_device(self) -> str:
         return self.devices[self._root_mount()["device"]]
 
+    def root_uuid(self) -> str:
+        return self.uuid(self._root_mount()["device"])
+
     def do_format(self, action: dict) -> None:
         dev = self.devices[action["volume"]]
         self.devices[action["id"]] = dev
