@@ -86,24 +86,47 @@ PUBLIC = ("name", "mac", "ip", "state", "step", "index", "total", "attempt", "up
 
 
 class State:
-    """One SQLite file; safe to share between threads (one lock) and processes (SQLite)."""
+    """One SQLite file; safe to share between threads and processes (SQLite). Writes go
+    through one connection and lock; each thread reads on a connection of its own, which in
+    WAL mode sees the last commit without waiting for a writer's fsync."""
 
     def __init__(self, path: str):
         self.path = path
         self.lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()   # not self.lock: a writer may hold that
         try:
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.row_factory = sqlite3.Row
+            self.db = self._connect()
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged report survives a power cut of the master too.
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
-            raise InstallerError(f"cannot open the state database {path}: {e}; check the "
-                                 "--state directory (serve creates it) and its permissions")
+            raise InstallerError(f"cannot open the state database {self.path}: {e}; check "
+                                 "the --state directory (serve creates it) and its "
+                                 "permissions") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """SELECT on this thread's reading connection."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+            with self._readers_lock:
+                self._readers.append(db)
+        return db.execute(sql, args).fetchall()
 
     def close(self) -> None:
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
         self.db.close()
 
     @contextmanager
@@ -149,18 +172,15 @@ class State:
                     db.execute("UPDATE nodes SET ip = ? WHERE name = ?", (node.ip, node.name))
 
     def node(self, name: str) -> dict | None:
-        with self.lock:
-            row = self.db.execute("SELECT * FROM nodes WHERE name = ?", (name,)).fetchone()
-        return node_from_row(row) if row else None
+        rows = self._query("SELECT * FROM nodes WHERE name = ?", (name,))
+        return node_from_row(rows[0]) if rows else None
 
     def node_by_mac(self, mac: str) -> dict | None:
-        with self.lock:
-            row = self.db.execute("SELECT * FROM nodes WHERE mac = ?", (mac,)).fetchone()
-        return node_from_row(row) if row else None
+        rows = self._query("SELECT * FROM nodes WHERE mac = ?", (mac,))
+        return node_from_row(rows[0]) if rows else None
 
     def nodes(self) -> list[dict]:
-        with self.lock:
-            rows = self.db.execute("SELECT * FROM nodes ORDER BY name").fetchall()
+        rows = self._query("SELECT * FROM nodes ORDER BY name")
         return [node_from_row(r) for r in rows]
 
     def set_state(self, name: str, state: str, message: str = "") -> None:
@@ -214,18 +234,16 @@ class State:
 
     def events(self, name: str, limit: int = 1000) -> list[dict]:
         """The node's latest events, oldest first."""
-        with self.lock:
-            rows = self.db.execute(
-                "SELECT * FROM (SELECT * FROM events WHERE node = ? ORDER BY id DESC LIMIT ?) "
-                "ORDER BY id", (name, limit)).fetchall()
+        rows = self._query(
+            "SELECT * FROM (SELECT * FROM events WHERE node = ? ORDER BY id DESC LIMIT ?) "
+            "ORDER BY id", (name, limit))
         return [_event(r) for r in rows]
 
     def steps(self, name: str) -> list[dict]:
         """The steps of the node's latest attempt, in the order they began."""
-        with self.lock:
-            rows = self.db.execute(
-                "SELECT s.* FROM steps s JOIN nodes n ON n.name = s.node AND "
-                "n.attempt = s.attempt WHERE s.node = ? ORDER BY s.started", (name,)).fetchall()
+        rows = self._query(
+            "SELECT s.* FROM steps s JOIN nodes n ON n.name = s.node AND "
+            "n.attempt = s.attempt WHERE s.node = ? ORDER BY s.started", (name,))
         return [{"step": r["step"], "status": r["status"], "index": r["idx"],
                  "total": r["total"], "message": r["message"], "started": r["started"],
                  "updated": r["updated"]} for r in rows]
@@ -244,10 +262,9 @@ class State:
 
     def unknown(self) -> list[dict]:
         """MACs seen but not in the cluster file (a node adopted since is left out)."""
-        with self.lock:
-            rows = self.db.execute(
-                "SELECT * FROM unknown WHERE mac NOT IN (SELECT mac FROM nodes) "
-                "ORDER BY last_seen DESC").fetchall()
+        rows = self._query(
+            "SELECT * FROM unknown WHERE mac NOT IN (SELECT mac FROM nodes) "
+            "ORDER BY last_seen DESC")
         return [dict(r) for r in rows]
 
 

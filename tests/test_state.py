@@ -4,6 +4,7 @@ kept in step with the cluster file, and the join's small interface."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -215,3 +216,27 @@ def test_unknown_macs_are_counted_and_bounded(state, monkeypatch):
     seen = state.unknown()
     assert [u["mac"][-1] for u in seen] == ["4", "3", "2"]
     assert seen[0]["count"] == 2 and seen[0]["source"] == "pxe"
+
+
+def test_a_read_sees_the_last_commit_while_a_writer_holds_the_database(state):
+    """A plan or status read does not wait for a report's commit (its fsync)."""
+    got, writing, release = [], threading.Event(), threading.Event()
+
+    def writer():
+        with state.transaction() as db:
+            db.execute("UPDATE nodes SET message = 'uncommitted' WHERE name = 'node1'")
+            writing.set()
+            release.wait(30)
+    hold = threading.Thread(target=writer)
+    hold.start()
+    try:
+        assert writing.wait(10)
+        reader = threading.Thread(target=lambda: got.append(state.node("node1")))
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "the read waited for the writer"
+        assert got[0]["message"] != "uncommitted"
+    finally:
+        release.set()
+        hold.join(10)
+    assert state.node("node1")["message"] == "uncommitted"
