@@ -114,23 +114,36 @@ async def _answer(svc: Service, fn, *args) -> web.Response:
 # -- plans ----------------------------------------------------------------------------------
 
 async def get_plan(request: web.Request) -> web.Response:
+    """A plan is reads only (the node, its file): answered on the loop without a thread hop,
+    as State reads never wait for a writer. Only an unknown MAC is written down, in a thread."""
     svc: Service = request.app[SERVICE]
-    return await _answer(svc, plan_for_mac, svc, request.match_info["mac"])
+    try:
+        return web.json_response(plan_for_mac(svc, request.match_info["mac"]))
+    except UnknownMac as e:
+        await _blocking(svc, svc.state.record_unknown, e.mac, "plan")
+        svc.log(f"plan asked for by unknown MAC {e.mac}")
+        return error(e.status, e.message)
+    except reports.Refused as e:
+        return error(e.status, e.message)
+
+
+class UnknownMac(reports.Refused):
+    def __init__(self, mac: str):
+        super().__init__(404, f"no node with MAC {mac} in the cluster file: to install this "
+                              f"machine add it under [[nodes]] with mac = \"{mac}\", run "
+                              "ganeti-installer render and restart serve")
+        self.mac = mac
 
 
 def plan_for_mac(svc: Service, raw: str) -> dict:
-    """The plan of the node with this MAC, or Refused; an unknown MAC is noted."""
+    """The plan of the node with this MAC, or Refused (UnknownMac: not in the cluster)."""
     mac = raw.lower().replace("-", ":")
     if not pxe.MAC.fullmatch(mac):
         raise reports.Refused(400, f"'{raw[:40]}' is not a MAC address: ask for "
                                    "/api/v1/plans/52-54-00-12-34-56 (the booting NIC's MAC)")
     node = svc.state.node_by_mac(mac)
     if node is None:
-        svc.state.record_unknown(mac, "plan")
-        svc.log(f"plan asked for by unknown MAC {mac}")
-        raise reports.Refused(404, f"no node with MAC {mac} in the cluster file: to install "
-                                   f"this machine add it under [[nodes]] with mac = \"{mac}\", "
-                                   "run ganeti-installer render and restart serve")
+        raise UnknownMac(mac)
     if node["state"] in INSTALLED:
         raise reports.Refused(409, f"{node['name']} is {node['state']}: its plan is served "
                                    f"again after ganeti-installer reinstall ... {node['name']}")
