@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -421,6 +422,40 @@ def test_the_image_checksum_comes_from_its_sha256_file(server):
     assert resp.headers["X-Checksum-Sha256"] == hashlib.sha256(resp.content).hexdigest()
     sidecar = requests.get(f"{server.url}/images/bookworm.tar.zst.sha256", timeout=10).text
     assert sidecar.split()[0] == resp.headers["X-Checksum-Sha256"]
+
+
+def server_side_priority(client: http.client.HTTPConnection) -> int:
+    """SO_PRIORITY of serve's end of the client's connection, as the kernel holds it (the
+    server runs in this process: its socket is one of our file descriptors)."""
+    here = client.sock.getsockname()
+    for fd in os.listdir("/proc/self/fd"):
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+            continue
+        sock = socket.socket(fileno=os.dup(int(fd)))
+        with sock:
+            try:
+                if sock.type == socket.SOCK_STREAM and sock.getpeername() == here:
+                    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY)
+            except OSError:
+                continue        # a listening or unconnected socket
+    raise AssertionError(f"no server socket connected to {here}")
+
+
+def test_images_leave_in_the_bulk_band_and_api_answers_do_not(server):
+    """On a link full of netboot images the master's queue (pfifo_fast) sends a report's
+    answer first: large files go out at TC_PRIO_BULK, the rest, even on the same keep-alive
+    connection, at the default priority."""
+    where = urlsplit(server.url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    for path, priority in (("/netboot/initrd", 2), ("/api/v1/nodes", 0),
+                           (f"/tftp/ipxe/{DASHED}.ipxe", 0), ("/netboot/initrd", 2),
+                           (f"/api/v1/plans/{DASHED}", 0)):
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200, path
+        assert server_side_priority(conn) == priority, path
+    conn.close()
 
 
 @pytest.fixture
