@@ -9,7 +9,8 @@ Prints figures; asserts nothing.
 1. link: the bandwidth in this run, as N raw TCP connections each sent the netboot initrd by
    sendfile(2) and read by recv_into (no HTTP on either side): loopback, or with --veth-mbps
    (root) a veth pair to a network namespace the benchmark makes, where serve runs, its
-   sending side shaped to that rate by tc tbf, as a provisioning LAN's link would be;
+   sending side shaped to that rate by tc tbf, as a provisioning LAN's link would be, with
+   Debian's default queue (pfifo_fast) before it, as a master's NIC has;
 2. boot storm: N nodes fetch the initrd over HTTP at once (requests): aggregate MB/s, and
    its share of the link (target >= 90 %);
    and again with raw-socket readers (a minimal GET, then recv_into): the difference is
@@ -19,7 +20,9 @@ Prints figures; asserts nothing.
    alone; while N more downloads of the initrd share a --lan-mbps LAN's bandwidth (default
    1000: a gigabit provisioning LAN); and while they run as fast as loopback goes. The
    downloading clients run as SCHED_IDLE: the CPU they use is a node's own in real life
-   (target p99 < 50 ms).
+   (target p99 < 50 ms). Each load is measured twice: with requests, as the agent reports,
+   and with lean HTTP clients (a socket and a few lines): the difference is the CPU the
+   requests clients take from serve on this host's shared cores.
 
 OUTDIR: a built OUTDIR whose netboot/initrd is used; without it, a random initrd of
 --size-mib MiB. Nodes, clients and serve share this machine's cores.
@@ -28,6 +31,7 @@ OUTDIR: a built OUTDIR whose netboot/initrd is used; without it, a random initrd
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -114,9 +118,12 @@ class Link:
                      ["ip", "-n", ns, "addr", "add", "10.201.0.2/24", "dev", ns_if],
                      ["ip", "-n", ns, "link", "set", ns_if, "up"],
                      ["ip", "-n", ns, "link", "set", "lo", "up"],
-                     # burst: a 64 KiB GSO segment must fit; latency bounds the queue.
-                     ["tc", "-n", ns, "qdisc", "add", "dev", ns_if, "root", "tbf",
-                      "rate", f"{self.mbps:g}mbit", "burst", "256kb", "latency", "20ms"]):
+                     # burst: a 64 KiB GSO segment must fit.
+                     ["tc", "-n", ns, "qdisc", "add", "dev", ns_if, "root", "handle", "1:",
+                      "tbf", "rate", f"{self.mbps:g}mbit", "burst", "256kb", "latency", "20ms"],
+                     # The queue a Debian master's NIC has: pfifo_fast, three priority bands.
+                     ["tc", "-n", ns, "qdisc", "add", "dev", ns_if, "parent", "1:1",
+                      "pfifo_fast"]):
             subprocess.run(argv, check=True)
         self.host, self.prefix = "10.201.0.2", ("ip", "netns", "exec", ns)
         return self
@@ -128,7 +135,8 @@ class Link:
     def describe(self) -> str:
         if not self.mbps:
             return "loopback"
-        return f"veth to a namespace, shaped to {self.mbps:g} Mbit/s = {self.mbps / 8:g} MB/s"
+        return (f"veth to a namespace, shaped to {self.mbps:g} Mbit/s = {self.mbps / 8:g} MB/s, "
+                "pfifo_fast")
 
 
 SENDER = """
@@ -261,12 +269,8 @@ def installs(url: str, macs: list[str], reports: int, interval: float, result) -
         events = f"{url}/api/v1/nodes/{plan['node']['name']}/events"
         headers = {"Authorization": f"Bearer {plan['report']['token']}"}
         for i in range(reports):
-            body = {"step": "install", "status": "started", "index": 0, "total": reports}
-            if i:
-                body = {"step": f"stage{i}", "status": "done", "index": i, "total": reports}
-            body.update(time=time.time(), message="x" * 200, final=False)
             t0 = time.perf_counter()
-            r = s.post(events, json=body, headers=headers, timeout=30)
+            r = s.post(events, json=report_body(i, reports), headers=headers, timeout=30)
             report_ms.append((time.perf_counter() - t0) * 1000)
             if r.status_code != 200:
                 bad.append(f"report {r.status_code} {r.text[:100]}")
@@ -277,6 +281,77 @@ def installs(url: str, macs: list[str], reports: int, interval: float, result) -
     for t in threads:
         t.join()
     result.put((plan_ms, report_ms, bad))
+
+
+class LeanHttp:
+    """One keep-alive HTTP/1.1 connection with next to no client code: a node whose CPU is
+    its own costs serve's host nothing, and this comes closest to that on shared cores."""
+
+    def __init__(self, url: str):
+        self.host, port = url.split("//")[1].split(":")
+        self.conn = socket.create_connection((self.host, int(port)))
+        self.buf = b""
+
+    def request(self, method: str, path: str, headers: str = "", body: bytes = b""):
+        self.conn.sendall(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        head, rest = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                      if k.lower() == "content-length")
+        while len(rest) < length:
+            rest += self._recv()
+        self.buf = rest[length:]
+        return int(lines[0].split()[1]), rest[:length]
+
+    def _recv(self) -> bytes:
+        data = self.conn.recv(65536)
+        if not data:
+            raise ConnectionError("serve closed the connection")
+        return data
+
+
+def lean_installs(url: str, macs: list[str], reports: int, interval: float, result) -> None:
+    """As installs(), each node on a LeanHttp connection."""
+    plan_ms, report_ms, bad = [], [], []
+
+    def node(mac):
+        t0 = time.perf_counter()
+        http = LeanHttp(url)
+        status, body = http.request("GET", f"/api/v1/plans/{mac.replace(':', '-')}")
+        plan_ms.append((time.perf_counter() - t0) * 1000)
+        if status != 200:
+            bad.append(f"plan {status}")
+            return
+        plan = json.loads(body)
+        events = f"/api/v1/nodes/{plan['node']['name']}/events"
+        headers = (f"Authorization: Bearer {plan['report']['token']}\r\n"
+                   "Content-Type: application/json\r\n")
+        for i in range(reports):
+            data = json.dumps(report_body(i, reports)).encode()
+            t0 = time.perf_counter()
+            status, body = http.request("POST", events, headers, data)
+            report_ms.append((time.perf_counter() - t0) * 1000)
+            if status != 200:
+                bad.append(f"report {status} {body[:100]!r}")
+            time.sleep(interval)
+        http.conn.close()
+    threads = [threading.Thread(target=node, args=(m,)) for m in macs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.put((plan_ms, report_ms, bad))
+
+
+def report_body(i: int, reports: int) -> dict:
+    """The i-th of an install's REPORTS reports: "install started", then steps done."""
+    body = {"step": "install", "status": "started", "index": 0, "total": reports}
+    if i:
+        body = {"step": f"stage{i}", "status": "done", "index": i, "total": reports}
+    return dict(body, time=time.time(), message="x" * 200, final=False)
 
 
 def latencies(plan_ms: list[float], report_ms: list[float], bad: list[str]) -> None:
@@ -330,16 +405,20 @@ def bench_install(ctx, url: str, macs: list[str], size: int, args) -> None:
                                args=(url, n, size, unused, *load_args, True))
             load.start()
             time.sleep(1)               # the downloads are under way
-        iq = ctx.Queue()
-        nodes = ctx.Process(target=installs, args=(url, macs, args.reports, args.interval, iq))
-        nodes.start()
-        plan_ms, report_ms, bad = iq.get()
-        nodes.join()
+        print(f"install, {n} nodes, a report every {args.interval:g} s each, under {label}:")
+        for client, target in (("requests, as the agent", installs),
+                               ("lean HTTP clients", lean_installs)):
+            iq = ctx.Queue()
+            nodes = ctx.Process(target=target,
+                                args=(url, macs, args.reports, args.interval, iq))
+            nodes.start()
+            plan_ms, report_ms, bad = iq.get()
+            nodes.join()
+            print(f" {client}:")
+            latencies(plan_ms, report_ms, bad)
         if load:
             load.terminate()            # it fetches until stopped
             load.join()
-        print(f"install, {n} nodes, a report every {args.interval:g} s each, under {label}:")
-        latencies(plan_ms, report_ms, bad)
 
 
 def main() -> None:
