@@ -25,6 +25,7 @@ from typing import Callable
 from aiohttp import web
 
 from installer import artifacts, pxe, reports
+from installer.commits import GroupCommit
 from installer.errors import InstallerError
 from installer.state import INSTALLED, State, public
 
@@ -50,16 +51,26 @@ class Service:
     log: Callable[[str], None] = print
     checksums: artifacts.Checksums = field(init=False)
     pool: ThreadPoolExecutor = field(init=False)
+    commits: GroupCommit = field(init=False)
     joins: ThreadPoolExecutor = field(init=False)
     running: set = field(init=False, default_factory=set)
 
     def __post_init__(self):
         self.checksums = artifacts.Checksums(self.outdir)
-        # SQLite serialises the writers anyway; a few threads let reads overlap a commit.
+        # Status reads, checksums and the admin's writes: a few threads, so that one
+        # waiting for the disk does not hold up the others.
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="api")
+        # Reports: written in groups, one fsync for all that arrive together.
+        self.commits = GroupCommit(self.state)
         # Joins take minutes and one at a time (the hook's lock): their own thread, which
         # serve can stop without waiting on the API's.
         self.joins = ThreadPoolExecutor(1, thread_name_prefix="join")
+
+    def close(self) -> None:
+        """Finish what the threads have begun, then stop them (the state stays open)."""
+        self.pool.shutdown()
+        self.commits.close()
+        self.joins.shutdown()
 
     def queue_join(self, node: dict) -> None:
         if self.on_booted is not None:
@@ -209,7 +220,8 @@ async def post_event(request: web.Request) -> web.Response:
         return refusal
     name = request.match_info["name"]
     try:
-        outcome = await _blocking(svc, take_report, svc, name, token, body)
+        outcome = await asyncio.wrap_future(svc.commits.submit(take_report, svc, name,
+                                                               token, body))
     except reports.Refused as e:
         return error(e.status, e.message)
     after = outcome.node

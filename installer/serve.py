@@ -112,8 +112,7 @@ def run(opts: Options, *, ready: Callable[[str], None] | None = None) -> int:
     try:
         return asyncio.run(_serve(opts, service, ready or (lambda url: None)))
     finally:
-        service.pool.shutdown()
-        service.joins.shutdown()
+        service.close()
         service.state.close()
 
 

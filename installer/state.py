@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from installer.config import Cluster
 from installer.errors import InstallerError
@@ -114,7 +114,10 @@ class State:
         return db
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        """SELECT on this thread's reading connection."""
+        """SELECT on this thread's reading connection; inside together(), on the writing one,
+        which sees what the group has written so far."""
+        if getattr(self._local, "group", False):
+            return self.db.execute(sql, args).fetchall()
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = self._connect()
@@ -131,7 +134,18 @@ class State:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception: all or nothing."""
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception: all or nothing. Inside
+        together() it is a savepoint of the group's transaction, all or nothing as well."""
+        if getattr(self._local, "group", False):
+            self.db.execute("SAVEPOINT one")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK TO one")
+                raise
+            finally:
+                self.db.execute("RELEASE one")
+            return
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -140,6 +154,29 @@ class State:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    def together(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run CALLS, whose writes use transaction(), under one COMMIT: one fsync for all of
+        them. A call that raises is rolled back alone. For each call (True, its result) or
+        (False, its exception); if the COMMIT fails, every call failed with its error."""
+        outcomes: list[tuple[bool, Any]] = []
+        with self.lock:
+            self._local.group = True
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                for call in calls:
+                    try:
+                        outcomes.append((True, call()))
+                    except Exception as e:  # noqa: BLE001 - handed to the caller
+                        outcomes.append((False, e))
+                self.db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                return [(False, e)] * len(calls)
+            finally:
+                self._local.group = False
+        return outcomes
 
     # -- nodes ------------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-        self.service.pool.shutdown()
+        self.service.close()
         self.state.close()
 
     def snapshot(self) -> tuple:

@@ -800,6 +800,5 @@ def test_a_join_serve_stops_is_ended_and_runs_again_at_the_next_start(fresh, joi
         assert [n["name"] for n in serve.requeue_joins(state)] == ["node1", "node2"]
         assert state.node("node1")["state"] == "booted"
     finally:
-        service.pool.shutdown()
-        service.joins.shutdown()
+        service.close()
         state.close()

@@ -1,0 +1,88 @@
+"""Group commit: reports that arrive together share one COMMIT (one fsync), each is still all
+or nothing, and none is acknowledged before its commit."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from installer import reports
+from installer.commits import GroupCommit
+from installer.state import open_state
+
+
+@pytest.fixture
+def state(tmp_path, bookworm):
+    s = open_state(str(tmp_path / "state"))
+    s.sync_nodes(bookworm)
+    yield s
+    s.close()
+
+
+def started(name: str, t: float) -> reports.Report:
+    return reports.parse(json.dumps({"step": "install", "status": "started",
+                                     "total": 6, "time": t}).encode())
+
+
+def record(state, name: str, t: float):
+    return reports.record(state, name, started(name, t), True)
+
+
+def commits_of(state) -> list[str]:
+    seen: list[str] = []
+    state.db.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+def test_what_queues_behind_a_commit_goes_into_the_next_one(state):
+    commits = commits_of(state)
+    group = GroupCommit(state)
+    hold, holding = threading.Event(), threading.Event()
+    try:
+        first = group.submit(lambda: (holding.set(), hold.wait(10)))
+        assert holding.wait(10)
+        later = [group.submit(record, state, name, 100.0 + i)
+                 for i in range(20) for name in ("node1", "node2", "node3")]
+        assert not any(f.done() for f in later)     # nothing acknowledged before its commit
+        hold.set()
+        outcomes = [f.result(10) for f in later]
+        first.result(10)
+    finally:
+        group.close()
+    assert commits == ["COMMIT", "COMMIT"]
+    assert [o.node["attempt"] for o in outcomes[-3:]] == [20, 20, 20]
+    assert len(state.events("node1")) == 20
+
+
+def test_a_call_that_fails_is_rolled_back_alone(state):
+    def half_then_fail():
+        with state.transaction() as db:
+            db.execute("UPDATE nodes SET message = 'half' WHERE name = 'node2'")
+            raise reports.Refused(422, "out of order")
+    outcomes = state.together([lambda: record(state, "node1", 5.0), half_then_fail,
+                               lambda: record(state, "node3", 5.0)])
+    assert [ok for ok, _ in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1][1], reports.Refused)
+    assert state.node("node2")["message"] != "half"
+    assert state.node("node1")["state"] == state.node("node3")["state"] == "installing"
+
+
+def test_a_failed_commit_fails_every_call_of_the_group(state, tmp_path):
+    # Another connection holds the write lock: BEGIN IMMEDIATE gives up after its timeout.
+    state.db.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(state.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = state.together([lambda: record(state, "node1", 5.0),
+                                   lambda: record(state, "node2", 5.0)])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert [ok for ok, _ in outcomes] == [False, False]
+    assert all(isinstance(e, sqlite3.OperationalError) for _, e in outcomes)
+    assert state.node("node1")["state"] == "pending"
+    record(state, "node1", 6.0)                         # and the state works on
+    assert state.node("node1")["state"] == "installing"
