@@ -4,7 +4,7 @@ Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_serve.py [--nodes 40] [--size-mib 128] [--reports 30]
                                           [--interval 0.1] [--lan-mbps 1000]
-                                          [--veth-mbps 1000] [OUTDIR]
+                                          [--veth-mbps 1000] [--lockstep] [OUTDIR]
 
 1. link: the bandwidth in this run, as N raw TCP connections each sent the netboot initrd by
    sendfile(2) and read by recv_into (no HTTP on either side): loopback, or with --veth-mbps
@@ -15,9 +15,10 @@ Prints figures; asserts nothing.
    its share of the link (target >= 90 %);
    and again with raw-socket readers (a minimal GET, then recv_into): the difference is
    what the requests client itself costs on a host whose cores serve and clients share;
-3. install: N nodes each fetch their plan by MAC and post REPORTS progress reports (one per
-   --interval seconds, far faster than a real install): plan and report latency p50/p99
-   alone; while N more downloads of the initrd share a --lan-mbps LAN's bandwidth (default
+3. install: N nodes each fetch their plan by MAC, all at once, and post REPORTS progress
+   reports (one per --interval seconds on average, far faster than a real install;
+   --lockstep: all at the same instant): plan and report latency p50/p99 alone; while N
+   more downloads of the initrd share a --lan-mbps LAN's bandwidth (default
    1000: a gigabit provisioning LAN); and while they run as fast as loopback goes. The
    downloading clients run as SCHED_IDLE: the CPU they use is a node's own in real life
    (target p99 < 50 ms). Each load is measured twice: with requests, as the agent reports,
@@ -34,6 +35,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import socket
@@ -253,7 +255,8 @@ def lean_downloads(url: str, n: int, expect: int, result) -> None:
 
 # -- 3. plans and reports ------------------------------------------------------------------
 
-def installs(url: str, macs: list[str], reports: int, interval: float, result) -> None:
+def installs(url: str, macs: list[str], reports: int, interval: float, lockstep: bool,
+             result) -> None:
     """One thread per node: its plan by MAC, then REPORTS reports; puts the latencies."""
     plan_ms, report_ms, bad = [], [], []
 
@@ -274,7 +277,7 @@ def installs(url: str, macs: list[str], reports: int, interval: float, result) -
             report_ms.append((time.perf_counter() - t0) * 1000)
             if r.status_code != 200:
                 bad.append(f"report {r.status_code} {r.text[:100]}")
-            time.sleep(interval)
+            pause(interval, lockstep)
     threads = [threading.Thread(target=node, args=(m,)) for m in macs]
     for t in threads:
         t.start()
@@ -313,7 +316,8 @@ class LeanHttp:
         return data
 
 
-def lean_installs(url: str, macs: list[str], reports: int, interval: float, result) -> None:
+def lean_installs(url: str, macs: list[str], reports: int, interval: float, lockstep: bool,
+                  result) -> None:
     """As installs(), each node on a LeanHttp connection."""
     plan_ms, report_ms, bad = [], [], []
 
@@ -336,7 +340,7 @@ def lean_installs(url: str, macs: list[str], reports: int, interval: float, resu
             report_ms.append((time.perf_counter() - t0) * 1000)
             if status != 200:
                 bad.append(f"report {status} {body[:100]!r}")
-            time.sleep(interval)
+            pause(interval, lockstep)
         http.conn.close()
     threads = [threading.Thread(target=node, args=(m,)) for m in macs]
     for t in threads:
@@ -344,6 +348,13 @@ def lean_installs(url: str, macs: list[str], reports: int, interval: float, resu
     for t in threads:
         t.join()
     result.put((plan_ms, report_ms, bad))
+
+
+def pause(interval: float, lockstep: bool) -> None:
+    """Until a node's next report: INTERVAL on average. Real installs drift apart (disks and
+    mirrors differ), so each pause is 0.5-1.5 x INTERVAL; lockstep: exactly INTERVAL, every
+    node reporting at the same instant for the whole install, a worst case."""
+    time.sleep(interval if lockstep else random.uniform(0.5, 1.5) * interval)
 
 
 def report_body(i: int, reports: int) -> dict:
@@ -405,12 +416,15 @@ def bench_install(ctx, url: str, macs: list[str], size: int, args) -> None:
                                args=(url, n, size, unused, *load_args, True))
             load.start()
             time.sleep(1)               # the downloads are under way
-        print(f"install, {n} nodes, a report every {args.interval:g} s each, under {label}:")
+        pace = "exactly" if args.lockstep else "on average"
+        print(f"install, {n} nodes, a report every {args.interval:g} s each ({pace}), "
+              f"under {label}:")
         for client, target in (("requests, as the agent", installs),
                                ("lean HTTP clients", lean_installs)):
             iq = ctx.Queue()
             nodes = ctx.Process(target=target,
-                                args=(url, macs, args.reports, args.interval, iq))
+                                args=(url, macs, args.reports, args.interval, args.lockstep,
+                                      iq))
             nodes.start()
             plan_ms, report_ms, bad = iq.get()
             nodes.join()
@@ -428,6 +442,8 @@ def main() -> None:
     p.add_argument("--size-mib", type=int, default=128)
     p.add_argument("--reports", type=int, default=30)
     p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--lockstep", action="store_true",
+                   help="every node reports at the same instant, all install long")
     p.add_argument("--lan-mbps", type=float, default=1000,
                    help="the provisioning LAN's speed for the paced load of step 3")
     p.add_argument("--veth-mbps", type=float, default=0,
