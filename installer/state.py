@@ -174,6 +174,10 @@ class State:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 return [(False, e)] * len(calls)
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
             finally:
                 self._local.group = False
         return outcomes
