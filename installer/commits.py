@@ -20,18 +20,22 @@ from installer.state import State
 class GroupCommit:
     def __init__(self, state: State):
         self.state = state
+        self._closed = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="commit", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[..., Any], *args) -> Future:
         """fn(*args) in the next group; its writes must use state.transaction()."""
+        if self._closed:
+            raise RuntimeError("the group commit is closed: serve is stopping")
         future: Future = Future()
         self._queue.put((future, partial(fn, *args)))
         return future
 
     def close(self) -> None:
         """Run what is queued, then stop."""
+        self._closed = True
         self._queue.put(None)
         self._thread.join()
 
@@ -40,14 +44,21 @@ class GroupCommit:
             group, stop = self._next_group()
             calls = [(f, call) for f, call in group if f.set_running_or_notify_cancel()]
             if calls:
-                outcomes = self.state.together([call for _, call in calls])
-                for (future, _), (ok, value) in zip(calls, outcomes):
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                self._commit(calls)
             if stop:
                 return
+
+    def _commit(self, calls: list) -> None:
+        """Every future gets its outcome, whatever happens: a request waits on each."""
+        try:
+            outcomes = self.state.together([call for _, call in calls])
+        except BaseException as e:  # noqa: BLE001 - this thread must go on
+            outcomes = [(False, e)] * len(calls)
+        for (future, _), (ok, value) in zip(calls, outcomes):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def _next_group(self) -> tuple[list, bool]:
         """Wait for one call, then take every call queued behind it."""

@@ -114,9 +114,9 @@ class State:
         return db
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        """SELECT on this thread's reading connection; inside together(), on the writing one,
-        which sees what the group has written so far."""
-        if getattr(self._local, "group", False):
+        """SELECT on this thread's reading connection; while the thread writes (transaction(),
+        together()), on the writing one, which sees what it has written so far."""
+        if getattr(self._local, "writing", False):
             return self.db.execute(sql, args).fetchall()
         db = getattr(self._local, "db", None)
         if db is None:
@@ -128,7 +128,7 @@ class State:
     def close(self) -> None:
         with self._readers_lock:
             for db in self._readers:
-                db.close()
+                db.close()      # from this thread: why they are check_same_thread=False
             self._readers.clear()
         self.db.close()
 
@@ -136,32 +136,33 @@ class State:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception: all or nothing. Inside
         together() it is a savepoint of the group's transaction, all or nothing as well."""
-        if getattr(self._local, "group", False):
+        if getattr(self._local, "writing", False):
             self.db.execute("SAVEPOINT one")
             try:
                 yield self.db
             except BaseException:
-                self.db.execute("ROLLBACK TO one")
+                if self.db.in_transaction:  # else SQLite rolled back the whole group
+                    self.db.execute("ROLLBACK TO one")
+                    self.db.execute("RELEASE one")
                 raise
-            finally:
-                self.db.execute("RELEASE one")
+            self.db.execute("RELEASE one")
             return
-        with self.lock:
+        with self.lock, self._writing():
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
+                self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
 
     def together(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
         """Run CALLS, whose writes use transaction(), under one COMMIT: one fsync for all of
         them. A call that raises is rolled back alone. For each call (True, its result) or
         (False, its exception); if the COMMIT fails, every call failed with its error."""
         outcomes: list[tuple[bool, Any]] = []
-        with self.lock:
-            self._local.group = True
+        with self.lock, self._writing():
             try:
                 self.db.execute("BEGIN IMMEDIATE")
                 for call in calls:
@@ -169,6 +170,9 @@ class State:
                         outcomes.append((True, call()))
                     except Exception as e:  # noqa: BLE001 - handed to the caller
                         outcomes.append((False, e))
+                        if not self.db.in_transaction:  # an I/O error, a full disk
+                            raise sqlite3.OperationalError(
+                                f"the transaction was rolled back: {e}") from e
                 self.db.execute("COMMIT")
             except sqlite3.Error as e:
                 if self.db.in_transaction:
@@ -178,9 +182,15 @@ class State:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
-            finally:
-                self._local.group = False
         return outcomes
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        self._local.writing = True
+        try:
+            yield
+        finally:
+            self._local.writing = False
 
     # -- nodes ------------------------------------------------------------------------------
 

@@ -22,13 +22,13 @@ def state(tmp_path, bookworm):
     s.close()
 
 
-def started(name: str, t: float) -> reports.Report:
+def started(t: float) -> reports.Report:
     return reports.parse(json.dumps({"step": "install", "status": "started",
                                      "total": 6, "time": t}).encode())
 
 
 def record(state, name: str, t: float):
-    return reports.record(state, name, started(name, t), True)
+    return reports.record(state, name, started(t), True)
 
 
 def commits_of(state) -> list[str]:
@@ -70,7 +70,7 @@ def test_a_call_that_fails_is_rolled_back_alone(state):
     assert state.node("node1")["state"] == state.node("node3")["state"] == "installing"
 
 
-def test_a_failed_commit_fails_every_call_of_the_group(state, tmp_path):
+def test_a_group_that_cannot_begin_fails_every_call(state):
     # Another connection holds the write lock: BEGIN IMMEDIATE gives up after its timeout.
     state.db.execute("PRAGMA busy_timeout = 100")
     other = sqlite3.connect(state.path, isolation_level=None)
@@ -86,3 +86,61 @@ def test_a_failed_commit_fails_every_call_of_the_group(state, tmp_path):
     assert state.node("node1")["state"] == "pending"
     record(state, "node1", 6.0)                         # and the state works on
     assert state.node("node1")["state"] == "installing"
+
+
+class CommitFails:
+    """The writing connection, whose COMMIT fails as on a full or failing disk."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_a_commit_that_fails_after_the_calls_ran_fails_them_all(state):
+    real, state.db = state.db, CommitFails(state.db)
+    try:
+        outcomes = state.together([lambda: record(state, "node1", 5.0),
+                                   lambda: record(state, "node2", 5.0)])
+    finally:
+        state.db = real
+    assert [(ok, str(e)) for ok, e in outcomes] == [(False, "disk I/O error")] * 2
+    assert not state.db.in_transaction
+    assert state.node("node1")["state"] == state.node("node2")["state"] == "pending"
+    assert state.events("node1") == []
+
+
+def test_a_group_sqlite_rolled_back_on_its_own_writes_nothing_after(state):
+    """SQLite ends the whole transaction on some errors (a full disk): the calls after it
+    must not run in autocommit mode, each saved on its own."""
+    def disk_full():
+        with state.transaction() as db:
+            db.execute("ROLLBACK")          # what SQLite does itself on SQLITE_FULL
+            raise sqlite3.OperationalError("database or disk is full")
+    outcomes = state.together([lambda: record(state, "node1", 5.0), disk_full,
+                               lambda: record(state, "node3", 5.0)])
+    assert [ok for ok, _ in outcomes] == [False] * 3
+    assert "disk is full" in str(outcomes[0][1])
+    assert [state.node(n)["state"] for n in ("node1", "node2", "node3")] == ["pending"] * 3
+
+
+def test_the_group_thread_answers_every_call_even_when_the_group_breaks(state, monkeypatch):
+    def broken(calls):
+        raise MemoryError("out of memory")
+    monkeypatch.setattr(state, "together", broken)
+    group = GroupCommit(state)
+    try:
+        futures = [group.submit(record, state, "node1", 5.0) for _ in range(3)]
+        assert all(isinstance(f.exception(10), MemoryError) for f in futures)
+        monkeypatch.undo()
+        assert group.submit(record, state, "node1", 6.0).result(10).node["attempt"] == 1
+    finally:
+        group.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        group.submit(record, state, "node1", 7.0)
