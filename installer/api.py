@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -57,8 +58,8 @@ class Service:
 
     def __post_init__(self):
         self.checksums = artifacts.Checksums(self.outdir)
-        # Status reads, checksums and the admin's writes: a few threads, so that one
-        # waiting for the disk does not hold up the others.
+        # Status reads, checksums, the admin's writes and unknown MACs: a few threads, so
+        # that one waiting for the disk does not hold up the others.
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="api")
         # Reports: written in groups, one fsync for all that arrive together.
         self.commits = GroupCommit(self.state)
@@ -220,38 +221,40 @@ async def post_event(request: web.Request) -> web.Response:
         return refusal
     name = request.match_info["name"]
     try:
-        outcome = await asyncio.wrap_future(svc.commits.submit(take_report, svc, name,
-                                                               token, body))
+        report, outcome = await asyncio.wrap_future(svc.commits.submit(take_report, svc, name,
+                                                                       token, body))
     except reports.Refused as e:
+        svc.log(f"{name}: refused report ({e.status}): {e.message}")
         return error(e.status, e.message)
+    except sqlite3.Error as e:      # nothing recorded: the agent sends it again
+        svc.log(f"{name}: the state database did not take a report: {e}")
+        return error(500, f"the master could not record the report ({e}): check the disk "
+                          "of serve's --state directory; the agent sends it again")
     after = outcome.node
+    if not outcome.duplicate:       # logged once committed, not while holding the lock
+        svc.log(f"{name}: {report.step} {report.status} -> {after['state']}")
     if outcome.booted:
         svc.queue_join(after)
     return web.json_response({"node": name, "state": after["state"],
                               "attempt": after["attempt"], "duplicate": outcome.duplicate})
 
 
-def take_report(svc: Service, name: str, token: str | None, body: bytes) -> reports.Outcome:
+def take_report(svc: Service, name: str, token: str | None,
+                body: bytes) -> tuple[reports.Report, reports.Outcome]:
     """Check and record one report: the node, its token, the body, the order; or Refused."""
+    node = svc.state.node(name)
+    if node is None:
+        raise reports.Refused(404, f"no node '{name}' in the cluster file")
+    if token is not None and not secrets.compare_digest(token, node["token"]):
+        raise reports.Refused(403, f"wrong token for {name}: use report.token of the plan "
+                                   "the node got (a reinstall gives a new one)")
+    report = reports.parse(body)
+    flip = lambda n: pxe.set_boot(svc.outdir, n["mac"], "local")  # noqa: E731
     try:
-        node = svc.state.node(name)
-        if node is None:
-            raise reports.Refused(404, f"no node '{name}' in the cluster file")
-        if token is not None and not secrets.compare_digest(token, node["token"]):
-            raise reports.Refused(403, f"wrong token for {name}: use report.token of the plan "
-                                       "the node got (a reinstall gives a new one)")
-        report = reports.parse(body)
-        flip = lambda n: pxe.set_boot(svc.outdir, n["mac"], "local")  # noqa: E731
         outcome = reports.record(svc.state, name, report, token is not None, on_installed=flip)
-    except reports.Refused as e:
-        svc.log(f"{name}: refused report ({e.status}): {e.message}")
-        raise
     except InstallerError as e:     # the PXE flip failed: nothing recorded, the agent retries
-        svc.log(f"{name}: {e}")
         raise reports.Refused(500, str(e)) from None
-    if not outcome.duplicate:
-        svc.log(f"{name}: {report.step} {report.status} -> {outcome.node['state']}")
-    return outcome
+    return report, outcome
 
 
 def _bearer(request: web.Request) -> tuple[str | None, web.Response | None]:

@@ -429,15 +429,14 @@ def server_side_priority(client: http.client.HTTPConnection) -> int:
     server runs in this process: its socket is one of our file descriptors)."""
     here = client.sock.getsockname()
     for fd in os.listdir("/proc/self/fd"):
-        if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
-            continue
-        sock = socket.socket(fileno=os.dup(int(fd)))
-        with sock:
-            try:
+        try:        # other threads open and close descriptors meanwhile
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            with socket.socket(fileno=os.dup(int(fd))) as sock:
                 if sock.type == socket.SOCK_STREAM and sock.getpeername() == here:
                     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY)
-            except OSError:
-                continue        # a listening or unconnected socket
+        except OSError:
+            continue        # gone, not a socket, listening or unconnected
     raise AssertionError(f"no server socket connected to {here}")
 
 
