@@ -256,34 +256,55 @@ def lean_downloads(url: str, n: int, expect: int, result) -> None:
 # -- 3. plans and reports ------------------------------------------------------------------
 
 def installs(url: str, macs: list[str], reports: int, interval: float, lockstep: bool,
-             result) -> None:
-    """One thread per node: its plan by MAC, then REPORTS reports; puts the latencies."""
+             lean: bool, result) -> None:
+    """One thread per node: its plan by MAC, then REPORTS reports; puts the latencies.
+    lean: each node on a LeanHttp connection, else on a requests session as the agent."""
+    client = LeanHttp if lean else RequestsHttp
     plan_ms, report_ms, bad = [], [], []
 
     def node(mac):
-        s = requests.Session()
         t0 = time.perf_counter()
-        r = s.get(f"{url}/api/v1/plans/{mac.replace(':', '-')}", timeout=30)
+        http = client(url)
+        status, body = http.get(f"/api/v1/plans/{mac.replace(':', '-')}")
         plan_ms.append((time.perf_counter() - t0) * 1000)
-        if r.status_code != 200:
-            bad.append(f"plan {r.status_code}")
+        if status != 200:
+            bad.append(f"plan {status}")
             return
-        plan = r.json()
-        events = f"{url}/api/v1/nodes/{plan['node']['name']}/events"
-        headers = {"Authorization": f"Bearer {plan['report']['token']}"}
+        plan = json.loads(body)
+        events = f"/api/v1/nodes/{plan['node']['name']}/events"
         for i in range(reports):
             t0 = time.perf_counter()
-            r = s.post(events, json=report_body(i, reports), headers=headers, timeout=30)
+            status, body = http.post(events, plan["report"]["token"], report_body(i, reports))
             report_ms.append((time.perf_counter() - t0) * 1000)
-            if r.status_code != 200:
-                bad.append(f"report {r.status_code} {r.text[:100]}")
+            if status != 200:
+                bad.append(f"report {status} {body[:100]!r}")
             pause(interval, lockstep)
+        http.close()
     threads = [threading.Thread(target=node, args=(m,)) for m in macs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     result.put((plan_ms, report_ms, bad))
+
+
+class RequestsHttp:
+    """A node's client as the agent's: requests, on one session."""
+
+    def __init__(self, url: str):
+        self.url, self.session = url, requests.Session()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        r = self.session.get(self.url + path, timeout=30)
+        return r.status_code, r.content
+
+    def post(self, path: str, token: str, body: dict) -> tuple[int, bytes]:
+        r = self.session.post(self.url + path, json=body, timeout=30,
+                              headers={"Authorization": f"Bearer {token}"})
+        return r.status_code, r.content
+
+    def close(self) -> None:
+        self.session.close()
 
 
 class LeanHttp:
@@ -295,7 +316,18 @@ class LeanHttp:
         self.conn = socket.create_connection((self.host, int(port)))
         self.buf = b""
 
-    def request(self, method: str, path: str, headers: str = "", body: bytes = b""):
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self._request("GET", path)
+
+    def post(self, path: str, token: str, body: dict) -> tuple[int, bytes]:
+        return self._request("POST", path, f"Authorization: Bearer {token}\r\n"
+                             "Content-Type: application/json\r\n", json.dumps(body).encode())
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _request(self, method: str, path: str, headers: str = "",
+                 body: bytes = b"") -> tuple[int, bytes]:
         self.conn.sendall(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         while b"\r\n\r\n" not in self.buf:
@@ -314,40 +346,6 @@ class LeanHttp:
         if not data:
             raise ConnectionError("serve closed the connection")
         return data
-
-
-def lean_installs(url: str, macs: list[str], reports: int, interval: float, lockstep: bool,
-                  result) -> None:
-    """As installs(), each node on a LeanHttp connection."""
-    plan_ms, report_ms, bad = [], [], []
-
-    def node(mac):
-        t0 = time.perf_counter()
-        http = LeanHttp(url)
-        status, body = http.request("GET", f"/api/v1/plans/{mac.replace(':', '-')}")
-        plan_ms.append((time.perf_counter() - t0) * 1000)
-        if status != 200:
-            bad.append(f"plan {status}")
-            return
-        plan = json.loads(body)
-        events = f"/api/v1/nodes/{plan['node']['name']}/events"
-        headers = (f"Authorization: Bearer {plan['report']['token']}\r\n"
-                   "Content-Type: application/json\r\n")
-        for i in range(reports):
-            data = json.dumps(report_body(i, reports)).encode()
-            t0 = time.perf_counter()
-            status, body = http.request("POST", events, headers, data)
-            report_ms.append((time.perf_counter() - t0) * 1000)
-            if status != 200:
-                bad.append(f"report {status} {body[:100]!r}")
-            pause(interval, lockstep)
-        http.conn.close()
-    threads = [threading.Thread(target=node, args=(m,)) for m in macs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    result.put((plan_ms, report_ms, bad))
 
 
 def pause(interval: float, lockstep: bool) -> None:
@@ -419,12 +417,11 @@ def bench_install(ctx, url: str, macs: list[str], size: int, args) -> None:
         pace = "exactly" if args.lockstep else "on average"
         print(f"install, {n} nodes, a report every {args.interval:g} s each ({pace}), "
               f"under {label}:")
-        for client, target in (("requests, as the agent", installs),
-                               ("lean HTTP clients", lean_installs)):
+        for client, lean in (("requests, as the agent", False), ("lean HTTP clients", True)):
             iq = ctx.Queue()
-            nodes = ctx.Process(target=target,
+            nodes = ctx.Process(target=installs,
                                 args=(url, macs, args.reports, args.interval, args.lockstep,
-                                      iq))
+                                      lean, iq))
             nodes.start()
             plan_ms, report_ms, bad = iq.get()
             nodes.join()
