@@ -11,6 +11,7 @@ import pytest
 
 from installer import config
 from installer.mirror import HostMirror
+from installer.state import open_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
@@ -41,6 +42,15 @@ def cluster_from(data: dict, path: str = "test.toml") -> config.Cluster:
 @pytest.fixture
 def bookworm():
     return load_example("cluster.toml")
+
+
+@pytest.fixture
+def state(tmp_path, bookworm):
+    """The master's state database, its nodes those of the bundled example."""
+    s = open_state(str(tmp_path / "state"))
+    s.sync_nodes(bookworm)
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -11,15 +11,6 @@ import pytest
 
 from installer import reports
 from installer.commits import GroupCommit
-from installer.state import open_state
-
-
-@pytest.fixture
-def state(tmp_path, bookworm):
-    s = open_state(str(tmp_path / "state"))
-    s.sync_nodes(bookworm)
-    yield s
-    s.close()
 
 
 def started(t: float) -> reports.Report:

@@ -11,18 +11,9 @@ import pytest
 from installer import reports
 from installer.errors import InstallerError
 from installer.reports import Refused, Report
-from installer.state import open_state
 from tests.conftest import cluster_from, example_data
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPnn78oiACkS/RuNEECbmuqN5JM5YuykzKa8sbZ8ACtY"
-
-
-@pytest.fixture
-def state(tmp_path, bookworm):
-    s = open_state(str(tmp_path / "state"))
-    s.sync_nodes(bookworm)
-    yield s
-    s.close()
 
 
 def body(**kw) -> bytes:
