@@ -174,14 +174,12 @@ class State:
                             raise sqlite3.OperationalError(
                                 f"the transaction was rolled back: {e}") from e
                 self.db.execute("COMMIT")
-            except sqlite3.Error as e:
+            except BaseException as e:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
+                if not isinstance(e, sqlite3.Error):
+                    raise
                 return [(False, e)] * len(calls)
-            except BaseException:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
         return outcomes
 
     @contextmanager
