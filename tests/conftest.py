@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sqlite3
 import tomllib
 
 import pytest
@@ -42,6 +43,21 @@ def cluster_from(data: dict, path: str = "test.toml") -> config.Cluster:
 @pytest.fixture
 def bookworm():
     return load_example("cluster.toml")
+
+
+class CommitFails:
+    """The writing connection, whose COMMIT fails as on a full or failing disk."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
 
 
 @pytest.fixture

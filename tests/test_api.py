@@ -19,6 +19,7 @@ import requests
 from installer import pxe, reports
 from installer.agent.client import Reporter
 from installer.agent.install import usage
+from tests.conftest import CommitFails
 from tests.serving import NETBOOT_SIZE, Server, render_outdir
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPnn78oiACkS/RuNEECbmuqN5JM5YuykzKa8sbZ8ACtY"
@@ -178,6 +179,19 @@ def test_report_refusals(server):
     # A big report under the limit (hook output) is fine.
     assert post(server, "node1", report("hook/post-install/10-x", "done", time=701,
                                         message="y" * 60000), token).ok
+
+
+def test_a_report_the_database_cannot_commit_is_a_500_and_changes_nothing(server):
+    token = plan(server)["report"]["token"]
+    before = server.snapshot()
+    real, server.state.db = server.state.db, CommitFails(server.state.db)
+    try:
+        resp = post(server, "node1", report("install", "started", time=500), token)
+    finally:
+        server.state.db = real
+    refused(resp, 500, "could not record the report (disk I/O error)")
+    assert server.snapshot() == before
+    assert post(server, "node1", report("install", "started", time=500), token).ok
 
 
 def test_reports_for_a_node_that_never_started_are_422(server):

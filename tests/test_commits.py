@@ -11,6 +11,7 @@ import pytest
 
 from installer import reports
 from installer.commits import GroupCommit
+from tests.conftest import CommitFails
 
 
 def started(t: float) -> reports.Report:
@@ -77,21 +78,6 @@ def test_a_group_that_cannot_begin_fails_every_call(state):
     assert state.node("node1")["state"] == "pending"
     record(state, "node1", 6.0)                         # and the state works on
     assert state.node("node1")["state"] == "installing"
-
-
-class CommitFails:
-    """The writing connection, whose COMMIT fails as on a full or failing disk."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def execute(self, sql: str, *args):
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("disk I/O error")
-        return self.db.execute(sql, *args)
-
-    def __getattr__(self, name):
-        return getattr(self.db, name)
 
 
 def test_a_commit_that_fails_after_the_calls_ran_fails_them_all(state):
