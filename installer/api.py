@@ -129,13 +129,17 @@ async def _answer(svc: Service, fn, *args) -> web.Response:
         return error(e.status, e.message)
 
 
+class BulkFile(web.FileResponse):
+    """A file large enough (an image) to leave in the bulk band."""
+
+
 async def _queue_band(request: web.Request, response: web.StreamResponse) -> None:
     """Large files leave in the bulk band, everything else (a keep-alive connection may carry
     both) in the default one: a node's plan or report answer does not wait behind 40 netboot
     images in the master's NIC queue."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        band = TC_PRIO_BULK if request.get("bulk") else 0
+        band = TC_PRIO_BULK if isinstance(response, BulkFile) else 0
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, band)
 
 
@@ -363,8 +367,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         headers["X-Checksum-Sha256"] = digest
     if rel.startswith("tftp/"):
         headers["Cache-Control"] = "no-cache"      # entries flip between install and local
-    request["bulk"] = os.path.getsize(path) >= BULK_BYTES
-    return web.FileResponse(path, headers=headers)
+    large = os.path.getsize(path) >= BULK_BYTES
+    return (BulkFile if large else web.FileResponse)(path, headers=headers)
 
 
 async def _note_unknown_entry(svc: Service, rel: str) -> None:
