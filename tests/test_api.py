@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from installer import pxe, reports
+from installer.agent import client, clock
 from installer.agent.client import Reporter
 from installer.agent.install import usage
 from tests.conftest import CommitFails
@@ -94,6 +95,13 @@ def test_a_plan_by_mac_carries_the_token_and_the_masters_key(server):
     # The plan on disk stays token-less.
     assert node["token"] not in (server.opts.outdir + "/plans/node1.json") and \
         node["token"] not in open(os.path.join(server.opts.outdir, "plans/node1.json")).read()
+
+
+def test_the_agent_takes_the_masters_clock_with_its_plan(server):
+    """A node with a flat CMOS battery sets its clock from this (installer/agent/clock.py)."""
+    got, date = client.fetch_plan(f"{server.url}/api/v1/plans/{DASHED}")
+    assert got["node"]["mac"] == MAC
+    assert abs(clock.master_time(date) - time.time()) < 5
 
 
 def test_a_plan_rendered_again_is_served_as_rendered(server):

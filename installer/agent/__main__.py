@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from installer import __version__, planschema
-from installer.agent import client, cmdline
+from installer.agent import client, clock, cmdline
 
 NO_PLAN = ("no plan: the kernel command line has no installer.plan=<URL> and no boot medium "
            "carries a plan. Boot this machine from the master's PXE entry for its MAC, or add "
@@ -30,11 +30,12 @@ def _plan_source(args) -> str | None:
         return None
 
 
-def _load(source: str) -> dict:
+def _load(source: str) -> tuple[dict, str | None]:
+    """The plan, and the master's Date header when it came from the master."""
     if source.startswith(("http://", "https://")):
         return client.fetch_plan(source)
     with open(source, encoding="utf-8") as f:
-        return json.load(f)
+        return json.load(f), None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"plan: {source}", flush=True)
     try:
-        plan = _load(source)
+        plan, date = _load(source)
     except (client.ClientError, OSError, ValueError) as e:
         print(f"error: cannot load the plan: {e}", flush=True)
         return 3
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(url, str):
             client.Reporter(url).event("plan", "failed", "; ".join(problems[:5]), final=True)
         return 4
+    if not args.dry_run:
+        clock.follow(clock.master_time(date), log=lambda line: print(line, flush=True))
     return _install(plan, args)
 
 

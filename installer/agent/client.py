@@ -11,7 +11,7 @@ import json
 import os
 import random
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import requests
 
@@ -26,15 +26,17 @@ def _headers(token: Optional[str]) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def fetch_plan(url: str, *, attempts: int = 30, sleep=time.sleep) -> dict:
-    """The plan at `url`, retried while the master is unreachable; ClientError otherwise."""
+def fetch_plan(url: str, *, attempts: int = 30,
+               sleep=time.sleep) -> Tuple[dict, Optional[str]]:
+    """The plan at `url` and the answer's Date header (the master's clock), retried while the
+    master is unreachable; ClientError otherwise."""
     last = ""
     for attempt in range(attempts):
         try:
             resp = requests.get(url, timeout=10)
             if resp.status_code == 200:
                 try:
-                    return resp.json()
+                    return resp.json(), resp.headers.get("Date")
                 except ValueError:
                     raise ClientError(f"the plan at {url} is not JSON")
             if 400 <= resp.status_code < 500:
