@@ -58,6 +58,7 @@ class VM:
     nics: list[str] = field(default_factory=lambda: ["user,model=virtio-net-pci"])
     uefi: bool = False
     pxe: bool = False           # the first NIC boots first (its iPXE ROM), then the disks
+    rtc: str | None = None      # the hardware clock's time at power-on (a flat CMOS battery)
     child: pexpect.spawn | None = None
     restarted: bool = False     # powered on again after an emulator reset (_power_on_again)
 
@@ -83,6 +84,8 @@ class VM:
         if self.kernel:
             cmd += ["-kernel", self.kernel, "-append", self.append or ""]
             cmd += ["-initrd", self.initrd] if self.initrd else []
+        if self.rtc:
+            cmd += ["-rtc", f"base={self.rtc}"]
         if self.uefi:
             cmd += ["-bios", "/usr/share/ovmf/OVMF.fd"]
         for i, disk in enumerate(self.disks):
