@@ -28,7 +28,8 @@ def test_a_guest_reset_before_init_is_powered_on_again_once(built, tmp_path):
     finally:
         vm.stop()
     assert runs(vm) == 2
-    assert "Kernel panic" in vm.log_path.read_text(errors="replace")
+    assert vm.log_path.read_text(errors="replace").count("Kernel panic") == 2
+    assert vm.qemu_log_path.with_suffix(".log.1").exists()     # the first run's resets
 
 
 def test_a_guest_that_ends_after_init_fails_at_once(built, tmp_path, recwarn):

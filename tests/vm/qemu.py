@@ -144,6 +144,8 @@ class VM:
         self.restarted = True
         note = f"{self.name}: {why} before its kernel ran init; powering it on again"
         warnings.warn(note, EmulatorReset)
+        if self.qemu_log_path.exists():     # QEMU truncates its log: keep the first run's
+            self.qemu_log_path.rename(self.qemu_log_path.with_suffix(".log.1"))
         self.start()
 
     def _reached_userspace(self) -> bool:
@@ -161,13 +163,10 @@ class VM:
         self.child.close(force=False)
         if self.child.signalstatus is not None:
             return f"QEMU was killed by signal {self.child.signalstatus}"
-        resets = [line for line in self._qemu_log() if "fault" in line or "Reset" in line]
-        return (f"the VM exited (QEMU status {self.child.exitstatus}; "
-                f"{self.qemu_log_path}: {' | '.join(resets[-3:]) or 'no reset logged'})")
-
-    def _qemu_log(self) -> list[str]:
         path = self.qemu_log_path
-        return path.read_text(errors="replace").splitlines() if path.exists() else []
+        fault = path.exists() and "Triple fault" in path.read_text(errors="replace")
+        return (f"the VM exited (QEMU status {self.child.exitstatus}, "
+                f"{'a' if fault else 'no'} triple fault in {path.name})")
 
     def tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
