@@ -1,5 +1,5 @@
-"""The VM harness itself: a guest QEMU ends before its kernel runs init is powered on again,
-once (an emulator fault, tests/vm/qemu.py); an end after that fails the test at once."""
+"""The VM harness itself: a guest that QEMU ends before its kernel runs init is powered on
+again, once (an emulator fault, tests/vm/qemu.py); an end after that fails the test at once."""
 
 from __future__ import annotations
 

@@ -35,36 +35,6 @@ def master_time(date_header: Optional[str]) -> Optional[float]:
     return when.timestamp()
 
 
-def follow(master: Optional[float], *, log: Callable[[str], None] = print,
-           now: Callable[[], float] = time.time,
-           set_system: Optional[Callable[[float], None]] = None,
-           set_rtc: Optional[Callable[[float], None]] = None) -> float:
-    """Step this machine's clocks to the master's if they differ by more than MAX_SKEW.
-
-    Returns the skew (master minus here, seconds). Never raises: a clock left wrong is said
-    on the console, and the install goes on."""
-    if master is None:
-        return 0.0
-    skew = master - now()
-    if abs(skew) <= MAX_SKEW:
-        return skew
-    was, far = _utc(now()), _how_far(skew)
-    try:
-        (set_system or system_clock)(master)
-    except OSError as e:
-        log(f"clock: this machine says {was}, {far} the master, and could not be set ({e}): "
-            "dates checked on this node may be refused")
-        return skew
-    try:
-        (set_rtc or hardware_clock)(master)
-        rtc = "and the hardware clock too"
-    except OSError as e:
-        rtc = f"but not the hardware clock ({e})"
-    log(f"clock: this machine said {was}, {far} the master; set to the master's "
-        f"{_utc(master)}, {rtc}")
-    return skew
-
-
 def system_clock(when: float) -> None:
     time.clock_settime(time.CLOCK_REALTIME, when)
 
@@ -76,6 +46,37 @@ def hardware_clock(when: float) -> None:
                            tm.tm_mon - 1, tm.tm_year - 1900, 0, 0, 0)
     with open(RTC, "wb") as rtc:
         fcntl.ioctl(rtc, RTC_SET_TIME, rtc_time)
+
+
+def follow(master: Optional[float], *, log: Callable[[str], None] = print,
+           now: Callable[[], float] = time.time,
+           set_system: Callable[[float], None] = system_clock,
+           set_rtc: Callable[[float], None] = hardware_clock) -> float:
+    """Step this machine's clocks to the master's if they differ by more than MAX_SKEW.
+
+    Returns the skew (master minus here, seconds). Never raises: a clock left wrong is said
+    on the console, and the install goes on."""
+    if master is None:
+        return 0.0
+    here = now()
+    skew = master - here
+    if abs(skew) <= MAX_SKEW:
+        return skew
+    was, far = _utc(here), _how_far(skew)
+    try:
+        set_system(master)
+    except OSError as e:
+        log(f"clock: this machine says {was}, {far} the master, and could not be set ({e}): "
+            "dates checked on this node may be refused")
+        return skew
+    try:
+        set_rtc(master)
+        rtc = "and the hardware clock too"
+    except OSError as e:
+        rtc = f"but not the hardware clock ({e})"
+    log(f"clock: this machine said {was}, {far} the master; set to the master's "
+        f"{_utc(master)}, {rtc}")
+    return skew
 
 
 def _how_far(skew: float) -> str:
