@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import pexpect  # noqa: E402
 
-from installer import build, config  # noqa: E402
+from installer.build import builder as build
+from installer.cluster import config  # noqa: E402
 from tests.vm.qemu import VM, make_disk  # noqa: E402
 from tests.vm.standin import StandinMaster  # noqa: E402
 

@@ -51,7 +51,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import requests  # noqa: E402
 
 from bench.bench_build import cluster_file  # noqa: E402
-from installer import config, dnsmasq, pxe, render  # noqa: E402
+from installer.cluster import config
+from installer.build import dnsmasq, pxe
+from installer.build import render  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 1 << 20

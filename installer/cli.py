@@ -7,8 +7,9 @@ import json
 import sys
 import time
 
-from installer import __version__, config
-from installer.errors import ConfigInvalid, InstallerError
+from installer import __version__
+from installer.cluster import config
+from installer.cluster.errors import ConfigInvalid, InstallerError
 
 
 def _load(path: str, as_json: bool) -> config.Cluster | None:
@@ -40,7 +41,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from installer import render
+    from installer.build import render
     cluster = _load(args.file, args.json)
     if cluster is None:
         return 1
@@ -60,7 +61,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from installer import build
+    from installer.build import builder as build
     cluster = _load(args.file, args.json)
     if cluster is None:
         return 1
@@ -75,7 +76,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from installer import serve, statedir
+    from installer.master import serve, statedir
     cluster = _load(args.file, False)
     if cluster is None:
         return 1
@@ -101,12 +102,12 @@ def _base_url(args) -> str:
 
 
 def cmd_status(args) -> int:
-    from installer import status
+    from installer.master import status
     return status.show(_base_url(args), as_json=args.json, watch=args.watch)
 
 
 def cmd_reinstall(args) -> int:
-    from installer import api, state, statedir, status
+    from installer.master import api, state, statedir, status
     cluster = _load(args.file, False)
     if cluster is None:
         return 1

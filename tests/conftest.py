@@ -10,9 +10,9 @@ import tomllib
 
 import pytest
 
-from installer import config
-from installer.mirror import HostMirror
-from installer.state import open_state
+from installer.cluster import config
+from installer.cluster.mirror import HostMirror
+from installer.master.state import open_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
@@ -80,7 +80,7 @@ def built(tmp_path_factory):
 
     Images come from the cache that ./build.sh filled (seconds); on a cold cache this
     builds them (minutes)."""
-    from installer import build
+    from installer.build import builder as build
     outdir = tmp_path_factory.mktemp("build") / "out"
     cluster = config.load(example_path("cluster.toml"))
     summary = build.build(cluster, str(outdir), progress=lambda msg: print(msg, flush=True))

@@ -11,9 +11,11 @@ import threading
 
 from aiohttp import web
 
-from installer import api, dnsmasq, pxe, render, serve
-from installer.config import Cluster
+from installer.master import api, serve
+from installer.build import dnsmasq, pxe, render
+from installer.cluster.config import Cluster
 from tests.conftest import cluster_from, example_data
+from installer.master import handoff
 
 NETBOOT_SIZE = 3 * 1024 * 1024 + 123     # odd, so ranges cross no neat boundary
 
@@ -88,4 +90,4 @@ class Server:
         """Everything a refused request must leave as it was."""
         nodes = self.state.nodes()
         return (nodes, [self.state.events(n["name"]) for n in nodes], self.state.unknown(),
-                [pxe.boot_form(self.opts.outdir, n["mac"]) for n in nodes])
+                [handoff.boot_form(self.opts.outdir, n["mac"]) for n in nodes])

@@ -16,12 +16,15 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from installer import pxe, reports
+from installer.build import pxe
+from installer.master import reports
 from installer.agent import client, clock
 from installer.agent.client import Reporter
 from installer.agent.install import usage
 from tests.conftest import CommitFails
 from tests.serving import NETBOOT_SIZE, Server, render_outdir
+from installer.master import handoff
+from installer.cluster import layout
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPnn78oiACkS/RuNEECbmuqN5JM5YuykzKa8sbZ8ACtY"
 MAC = "52:54:00:20:02:22"            # node1 of the example
@@ -239,12 +242,12 @@ def test_reinstall_needs_the_admin_token(server):
 
 def active_entries(outdir, mac) -> dict[str, str]:
     return {kind: open(os.path.join(outdir, rel)).read()
-            for kind, rel in pxe.active_paths(mac).items()}
+            for kind, rel in layout.active_paths(mac).items()}
 
 
 def entries(outdir, mac, form) -> dict[str, str]:
-    return {kind: open(os.path.join(outdir, pxe.entry_path(mac, form, kind))).read()
-            for kind in pxe.KINDS}
+    return {kind: open(os.path.join(outdir, layout.entry_path(mac, form, kind))).read()
+            for kind in layout.KINDS}
 
 
 def agent_install(server, mac=DASHED, start=1000.0) -> dict:
@@ -394,7 +397,7 @@ def test_a_restart_in_the_middle_of_an_install_loses_nothing(outdir, tmp_path):
     # render put every entry back to install.
     render_outdir(str(out))
     with Server(cluster, str(out), state_dir) as s3:
-        assert pxe.boot_form(str(out), MAC) == "local"
+        assert handoff.boot_form(str(out), MAC) == "local"
         assert s3.state.node("node1")["state"] == "installed"
 
 

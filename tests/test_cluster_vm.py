@@ -23,7 +23,8 @@ import pexpect
 import pytest
 import tomli_w
 
-from installer import build, config
+from installer.build import builder as build
+from installer.cluster import config
 
 from .conftest import REPO, example_data
 from .vm import checks

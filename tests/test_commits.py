@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from installer import reports
-from installer.commits import GroupCommit
+from installer.master import reports
+from installer.master.commits import GroupCommit
 from tests.conftest import CommitFails
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from installer import build, config
+from installer.build import builder as build
+from installer.cluster import config
 
 from .conftest import example_data, example_path
 from .vm import checks

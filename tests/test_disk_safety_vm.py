@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from installer import config
+from installer.cluster import config
 
 from .conftest import example_path
 from .vm.qemu import VM, make_disk

@@ -15,10 +15,11 @@ import time
 
 import pytest
 
-from installer import dnsmasq, render
-from installer.errors import InstallerError
+from installer.build import dnsmasq, render
+from installer.cluster.errors import InstallerError
 from tests.conftest import cluster_from, example_data, load_example
 from tests.golden import compare_tree
+from installer.cluster import layout
 
 EXAMPLES = {"bookworm": "cluster.toml", "wheezy": "paper-wheezy.toml"}
 FINAL = "/srv/ganeti-installer/out"     # where render() would move the stage
@@ -77,7 +78,7 @@ def test_the_cluster_file_chooses_the_mode_serve_runs(tmp_path):
         data["network"]["provisioning"]["dhcp"] = mode
         out = tmp_path / mode
         dnsmasq.render_dnsmasq(cluster_from(data), str(out))
-        assert dnsmasq.active_config(str(out)) == str(out / "dnsmasq" / name)
+        assert layout.active_dnsmasq_config(str(out)) == str(out / "dnsmasq" / name)
         assert (out / "dnsmasq/dnsmasq.conf").is_file()
         assert (out / "dnsmasq/dnsmasq-proxy.conf").is_file()
 
@@ -226,7 +227,7 @@ def test_dhcp_server_hands_each_client_its_loader(lan):
     cluster, out = render_for(lan, "server")
     node = cluster.nodes[0]
     lan.client_mac(node.mac)
-    lan.dnsmasq(dnsmasq.active_config(out))
+    lan.dnsmasq(layout.active_dnsmasq_config(out))
     p = cluster.provisioning
 
     lease = udhcpc(lan, *PXE_BIOS)
@@ -252,7 +253,7 @@ def test_dhcp_server_hands_each_client_its_loader(lan):
 def test_a_machine_not_in_the_cluster_file_still_boots_the_default(lan):
     cluster, out = render_for(lan, "server")
     lan.client_mac("52:54:00:99:99:99")
-    lan.dnsmasq(dnsmasq.active_config(out))
+    lan.dnsmasq(layout.active_dnsmasq_config(out))
     lease = udhcpc(lan, *PXE_BIOS)
     assert boot_file(lease) == "undionly.kpxe" and "hostname" not in lease
 
@@ -276,7 +277,7 @@ def test_proxy_dhcp_names_the_loader_after_the_lans_own_dhcp(lan, arch, ipxe, ex
     # The LAN's DHCP server (not ours) gave the client its address.
     subprocess.run(["ip", "-n", lan.client, "addr", "add", "10.99.0.50/24", "dev",
                     lan.client_if], check=True)
-    lan.dnsmasq(dnsmasq.active_config(out))
+    lan.dnsmasq(layout.active_dnsmasq_config(out))
     reply = probe(lan, node.mac, arch, ipxe)
     offer, boot = reply["offer"], reply["boot"]
     assert offer["yiaddr"] == "0.0.0.0" and offer["vendor"] == "PXEClient"   # no address

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pexpect
 import pytest
 
-from installer import config
+from installer.cluster import config
 
 from .conftest import example_path
 from .vm import checks

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from installer import build, config, images
-from installer.errors import InstallerError
-from installer.releases import RELEASES
+from installer.build import builder as build, images
+from installer.cluster import config
+from installer.cluster.errors import InstallerError
+from installer.cluster.releases import RELEASES
 
 from .conftest import example_data, example_path
 

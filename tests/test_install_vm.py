@@ -19,7 +19,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from installer import config
+from installer.cluster import config
 
 from .conftest import example_path
 from .vm import checks

@@ -22,10 +22,12 @@ import time
 
 import pytest
 
-from installer import gnt, prompts, sshkeys, statedir
-from installer.join import Joiner
-from installer.joinerror import JoinError
-from installer.remote import Remote
+from installer.master.join import gnt, prompts
+from installer.cluster import sshkeys
+from installer.master import statedir
+from installer.master.join.joiner import Joiner
+from installer.master.join.errors import JoinError
+from installer.master.join.remote import Remote
 from tests.conftest import load_example
 
 NODES = {"node1": "127.0.0.2", "node2": "127.0.0.3", "node3": "127.0.0.4"}
@@ -716,8 +718,8 @@ def test_files_that_never_settle_fail_the_join_and_other_errors_are_not_retried(
 
 @pytest.mark.integration
 def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joiner):
-    from installer.joining import JoinHook
-    from installer.state import open_state
+    from installer.master.join.hook import JoinHook
+    from installer.master.state import open_state
     state = open_state(str(fresh.base / "hook-state"))
     try:
         state.sync_nodes(joiner.cluster)
@@ -752,8 +754,8 @@ def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joine
 
 @pytest.mark.integration
 def test_the_hook_marks_a_refused_join_failed_with_its_kind(fresh, joiner, tmp_path):
-    from installer.joining import JoinHook
-    from installer.state import open_state
+    from installer.master.join.hook import JoinHook
+    from installer.master.state import open_state
     state = open_state(str(fresh.base / "hook-state-2"))
     try:
         state.sync_nodes(joiner.cluster)
@@ -771,9 +773,9 @@ def test_the_hook_marks_a_refused_join_failed_with_its_kind(fresh, joiner, tmp_p
 def test_a_join_serve_stops_is_ended_and_runs_again_at_the_next_start(fresh, joiner, tmp_path):
     """serve's SIGTERM path: the running join's ssh ends at once (not when Ganeti is done),
     its node stays joining, and the next serve queues it again as booted."""
-    from installer import api, serve
-    from installer.joining import STOPPED, JoinHook
-    from installer.state import open_state
+    from installer.master import api, serve
+    from installer.master.join.hook import STOPPED, JoinHook
+    from installer.master.state import open_state
     scenario(fresh, init_seconds=600)
     state = open_state(str(fresh.base / "hook-state-3"))
     service = api.Service(str(tmp_path), state, "unused", "unused",

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from installer import __version__, config
+from installer import __version__
+from installer.cluster import config
 
 from .conftest import example_path
 from .vm.qemu import VM

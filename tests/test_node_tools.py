@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from installer import render
+from installer.build import render
 from tests.conftest import load_example
 
 pytestmark = pytest.mark.integration

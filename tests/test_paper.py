@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from installer import render
+from installer.build import render
 from tests.conftest import load_example
 
 # Figure 2.8, the br-man and br-public stanzas, for node1 (192.168.20.222).

@@ -8,12 +8,15 @@ import subprocess
 
 import pytest
 
-from installer import cli, pxe, render
+from installer import cli
+from installer.build import pxe, render
 from installer.agent import cmdline as agent_cmdline
-from installer.errors import InstallerError
-from installer.plan import plan_url
+from installer.cluster.errors import InstallerError
+from installer.build.plan import plan_url
 from tests.conftest import load_example
 from tests.golden import compare_tree
+from installer.master import handoff
+from installer.cluster import layout
 
 EXAMPLES = {"bookworm": "cluster.toml", "wheezy": "paper-wheezy.toml"}
 
@@ -47,10 +50,10 @@ def test_golden_entries(entries):
 def test_a_fresh_render_installs_every_node(entries):
     _, cluster, out, _ = entries
     for node in cluster.nodes:
-        assert pxe.boot_form(str(out), node.mac) == "install"
-        for kind, rel in pxe.active_paths(node.mac).items():
+        assert handoff.boot_form(str(out), node.mac) == "install"
+        for kind, rel in layout.active_paths(node.mac).items():
             assert (out / rel).read_text() == \
-                (out / pxe.entry_path(node.mac, "install", kind)).read_text()
+                (out / layout.entry_path(node.mac, "install", kind)).read_text()
 
 
 def test_each_loader_finds_the_node_by_its_own_file_name(entries):
@@ -71,7 +74,7 @@ def test_install_entries_boot_the_netboot_image_with_the_plan(entries):
     _, cluster, out, _ = entries
     base = cluster.provisioning.base_url
     for node in cluster.nodes:
-        ipxe = (out / pxe.entry_path(node.mac, "install", "ipxe")).read_text()
+        ipxe = (out / layout.entry_path(node.mac, "install", "ipxe")).read_text()
         kernel = next(line for line in ipxe.splitlines() if line.startswith("kernel "))
         assert kernel.startswith(f"kernel {base}/netboot/vmlinuz initrd=initrd ")
         assert f"initrd --name initrd {base}/netboot/initrd\n" in ipxe
@@ -79,10 +82,10 @@ def test_install_entries_boot_the_netboot_image_with_the_plan(entries):
         args = kernel.split(" ", 3)[3]
         assert agent_cmdline.plan_url(args) == plan_url(cluster, node)
         assert {"console=tty0", "console=ttyS0,115200n8"} <= set(args.split())
-        pxelinux = (out / pxe.entry_path(node.mac, "install", "pxelinux")).read_text()
+        pxelinux = (out / layout.entry_path(node.mac, "install", "pxelinux")).read_text()
         assert f"  APPEND {args}\n" in pxelinux
         assert f"  KERNEL {base}/netboot/vmlinuz\n" in pxelinux
-        grub = (out / pxe.entry_path(node.mac, "install", "grub")).read_text()
+        grub = (out / layout.entry_path(node.mac, "install", "grub")).read_text()
         host = f"{cluster.provisioning.address}:{cluster.provisioning.http_port}"
         assert f"linux (http,{host})/netboot/vmlinuz {args}\n" in grub
         assert f"initrd (http,{host})/netboot/initrd\n" in grub
@@ -91,7 +94,7 @@ def test_install_entries_boot_the_netboot_image_with_the_plan(entries):
 def test_local_and_unknown_entries_never_install(entries):
     _, cluster, out, _ = entries
     unknown = [out / p for p in pxe.DEFAULTS.values()]
-    local = [out / pxe.entry_path(n.mac, "local", k) for n in cluster.nodes for k in pxe.KINDS]
+    local = [out / layout.entry_path(n.mac, "local", k) for n in cluster.nodes for k in layout.KINDS]
     for path in unknown + local:
         text = path.read_text()
         assert "vmlinuz" not in text and "installer.plan" not in text, path
@@ -104,17 +107,17 @@ def test_set_boot_flips_every_served_file(tree):
     cluster, out = tree
     node, other = cluster.nodes[0], cluster.nodes[1]
     before = snapshot(out)
-    pxe.set_boot(str(out), node.mac, "local")
-    assert pxe.boot_form(str(out), node.mac) == "local"
+    handoff.set_boot(str(out), node.mac, "local")
+    assert handoff.boot_form(str(out), node.mac) == "local"
     after = snapshot(out)
     changed = {rel for rel in before if before[rel] != after[rel]}
-    assert changed == set(pxe.active_paths(node.mac).values())
-    for kind, rel in pxe.active_paths(node.mac).items():
-        assert after[rel] == before[pxe.entry_path(node.mac, "local", kind)]
-    assert pxe.boot_form(str(out), other.mac) == "install"
+    assert changed == set(layout.active_paths(node.mac).values())
+    for kind, rel in layout.active_paths(node.mac).items():
+        assert after[rel] == before[layout.entry_path(node.mac, "local", kind)]
+    assert handoff.boot_form(str(out), other.mac) == "install"
     # MACs as an admin or a PXE log may spell them.
-    pxe.set_boot(str(out), node.mac.upper().replace(":", "-"), "install")
-    assert pxe.boot_form(str(out), node.mac.upper()) == "install"
+    handoff.set_boot(str(out), node.mac.upper().replace(":", "-"), "install")
+    assert handoff.boot_form(str(out), node.mac.upper()) == "install"
     assert snapshot(out) == before
 
 
@@ -122,9 +125,9 @@ def test_set_boot_replaces_files_whole(tree):
     """A loader that opened the old entry reads it whole; nothing half-written is left."""
     cluster, out = tree
     node = cluster.nodes[0]
-    active = out / pxe.active_paths(node.mac)["ipxe"]
+    active = out / layout.active_paths(node.mac)["ipxe"]
     with open(active, encoding="utf-8") as old:
-        pxe.set_boot(str(out), node.mac, "local")
+        handoff.set_boot(str(out), node.mac, "local")
         assert "vmlinuz" in old.read()
     assert "vmlinuz" not in active.read_text()
     assert not [p for p in out.rglob(".*")], "temporary files left behind"
@@ -145,19 +148,19 @@ def test_set_boot_refuses_bad_input_and_changes_nothing(tree, mac, form, message
     _, out = tree
     before = snapshot(out)
     with pytest.raises(InstallerError, match=message):
-        pxe.set_boot(str(out), mac, form)
+        handoff.set_boot(str(out), mac, form)
     assert snapshot(out) == before
 
 
 def test_boot_form_reports_a_half_flipped_node(tree):
     cluster, out = tree
     node = cluster.nodes[0]
-    local = (out / pxe.entry_path(node.mac, "local", "grub")).read_bytes()
-    (out / pxe.active_paths(node.mac)["grub"]).write_bytes(local)
+    local = (out / layout.entry_path(node.mac, "local", "grub")).read_bytes()
+    (out / layout.active_paths(node.mac)["grub"]).write_bytes(local)
     with pytest.raises(InstallerError, match="neither all 'install' nor all 'local'"):
-        pxe.boot_form(str(out), node.mac)
+        handoff.boot_form(str(out), node.mac)
     with pytest.raises(InstallerError, match="is not a MAC address"):
-        pxe.boot_form(str(out), "node1")
+        handoff.boot_form(str(out), "node1")
 
 
 def test_a_missing_loader_names_its_debian_package(tmp_path, monkeypatch):
@@ -217,6 +220,6 @@ def test_cli_render_writes_the_whole_tree(tmp_path, capsys):
             assert b".render-" not in path.read_bytes(), path
     assert f"tftp-root={out}/tftp\n" in (out / "dnsmasq/dnsmasq.conf").read_text()
     # A second render replaces the tree: every node is back to `install`.
-    pxe.set_boot(str(out), "52:54:00:20:02:22", "local")
+    handoff.set_boot(str(out), "52:54:00:20:02:22", "local")
     render.render(load_example(), str(out))
-    assert pxe.boot_form(str(out), "52:54:00:20:02:22") == "install"
+    assert handoff.boot_form(str(out), "52:54:00:20:02:22") == "install"

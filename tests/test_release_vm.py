@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from installer import build, config
+from installer.build import builder as build
+from installer.cluster import config
 
 from .conftest import example_data, example_path
 from .vm import checks

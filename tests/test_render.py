@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from installer import planschema, render
+from installer.agent import planschema
+from installer.build import render
 from tests.conftest import load_example
 from tests.golden import compare_tree
 
@@ -169,7 +170,7 @@ def test_installed_nodes_report_to_the_master_on_the_management_vlan(bookworm):
     ({"management_address": "192.168.20.250"}, "only for a separate serving host"),
 ])
 def test_a_separate_serving_host_is_checked(values, message):
-    from installer.errors import ConfigInvalid
+    from installer.cluster.errors import ConfigInvalid
     from tests.conftest import cluster_from, example_data
     data = example_data()
     data["network"]["provisioning"].update(values)

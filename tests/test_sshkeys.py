@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from installer import sshkeys
+from installer.cluster import sshkeys
 
 
 def keygen(tmp_path, kind: str, name: str | None = None) -> str:

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from installer import reports
-from installer.errors import InstallerError
-from installer.reports import Refused, Report
+from installer.master import reports
+from installer.cluster.errors import InstallerError
+from installer.master.reports import Refused, Report
 from tests.conftest import cluster_from, example_data
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPnn78oiACkS/RuNEECbmuqN5JM5YuykzKa8sbZ8ACtY"
@@ -200,7 +200,7 @@ def test_reinstall_gives_a_new_token_or_changes_nothing(state):
 
 
 def test_unknown_macs_are_counted_and_bounded(state, monkeypatch):
-    monkeypatch.setattr("installer.state.UNKNOWN_KEEP", 3)
+    monkeypatch.setattr("installer.master.state.UNKNOWN_KEEP", 3)
     for i in range(5):
         state.record_unknown(f"52:54:00:00:00:0{i}", "plan")
     state.record_unknown("52:54:00:00:00:04", "pxe")

@@ -9,9 +9,12 @@ import socket
 import pytest
 import requests
 
-from installer import cli, pxe, status
+from installer import cli
+from installer.build import pxe
+from installer.master import status
 from tests.conftest import example_path
 from tests.serving import Server, render_outdir
+from installer.master import handoff
 
 MAC = "52:54:00:20:02:22"
 
@@ -96,7 +99,7 @@ def test_status_takes_the_url_from_the_cluster_file(monkeypatch, capsys):
 
 def test_reinstall_through_the_running_master(server, capsys):
     server.state.set_state("node1", "joined", "")
-    pxe.set_boot(server.opts.outdir, MAC, "local")
+    handoff.set_boot(server.opts.outdir, MAC, "local")
     token = server.state.node("node1")["token"]
     argv = ["reinstall", example_path("cluster.toml"), server.opts.outdir, "node1",
             "--state", server.opts.state_dir, "--url", server.url]
@@ -104,7 +107,7 @@ def test_reinstall_through_the_running_master(server, capsys):
     assert "marked for reinstall by the master" in capsys.readouterr().out
     node = server.state.node("node1")
     assert node["state"] == "pending" and node["token"] != token
-    assert pxe.boot_form(server.opts.outdir, MAC) == "install"
+    assert handoff.boot_form(server.opts.outdir, MAC) == "install"
     assert any("node1: marked for reinstall" in line for line in server.log)
 
 
@@ -114,12 +117,12 @@ def test_reinstall_with_no_master_running_writes_the_state(tmp_path, capsys):
     state_dir = str(tmp_path / "state")
     with Server(cluster, str(out), state_dir) as s:
         s.state.set_state("node2", "joined", "")
-    pxe.set_boot(str(out), "52:54:00:20:02:23", "local")
+    handoff.set_boot(str(out), "52:54:00:20:02:23", "local")
     argv = ["reinstall", example_path("cluster.toml"), str(out), "node2", "--state",
             state_dir, "--url", f"http://127.0.0.1:{free_port()}"]
     assert cli.main(argv) == 0
     assert "no master answered" in capsys.readouterr().out
-    assert pxe.boot_form(str(out), "52:54:00:20:02:23") == "install"
+    assert handoff.boot_form(str(out), "52:54:00:20:02:23") == "install"
     with Server(cluster, str(out), state_dir) as s:
         assert s.state.node("node2")["state"] == "pending"
 

@@ -11,7 +11,8 @@ import json
 import subprocess
 import sys
 
-from installer import __version__, planschema
+from installer.agent.version import __version__
+from installer.agent import planschema
 from installer.agent import client, clock, cmdline
 
 NO_PLAN = ("no plan: the kernel command line has no installer.plan=<URL> and no boot medium "

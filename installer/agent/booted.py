@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from typing import Dict, Optional
 
+from installer.agent import ship
 from installer.agent.client import Reporter
 
 LIB = "usr/local/lib/ganeti-installer"
@@ -54,7 +54,7 @@ def read_host_keys(root: str) -> Dict[str, str]:
 
 def install(root: str, url: str, token: Optional[str]) -> None:
     """Put the agent's modules, the report settings and the enabled unit on the new system."""
-    _copy_agent(os.path.join(root, LIB, "installer"))
+    ship.copy_to(os.path.join(root, LIB))
     conf = os.path.join(root, REPORT_CONF)
     os.makedirs(os.path.dirname(conf), exist_ok=True)
     fd = os.open(conf + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -68,20 +68,6 @@ def install(root: str, url: str, token: Optional[str]) -> None:
     link = os.path.join(wants, UNIT_NAME)
     if not os.path.lexists(link):
         os.symlink(f"/etc/systemd/system/{UNIT_NAME}", link)
-
-
-def _copy_agent(dest: str) -> None:
-    """The agent's modules (as in the netboot image: installer/__init__ and installer/agent)."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # .../installer
-    if os.path.realpath(here) == os.path.realpath(dest):    # first-boot mode runs from there
-        return
-    shutil.rmtree(dest, ignore_errors=True)
-    os.makedirs(os.path.join(dest, "agent"))
-    for name in ("__init__.py", "planschema.py", "plan.schema.json"):
-        shutil.copyfile(os.path.join(here, name), os.path.join(dest, name))
-    for name in sorted(os.listdir(os.path.join(here, "agent"))):
-        if name.endswith(".py"):
-            shutil.copyfile(os.path.join(here, "agent", name), os.path.join(dest, "agent", name))
 
 
 def report(root: str = "/", **kw) -> bool:

@@ -13,7 +13,7 @@ import resource
 import subprocess
 from typing import Callable, List, Optional
 
-from installer import __version__
+from installer.agent.version import __version__
 from installer.agent import booted, bootloader, configure, disks, hooks, journal, osinstall
 from installer.agent.client import Reporter
 from installer.agent.proc import Runner

@@ -17,8 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from installer.images import cache_dir
-from installer.mirror import host_mirror
+from installer.build.images import cache_dir
+from installer.cluster.mirror import host_mirror
 
 DAEMON = "/usr/sbin/apt-cacher-ng"
 SUPPORT = "/usr/lib/apt-cacher-ng"

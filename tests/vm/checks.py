@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from installer import config
+from installer.cluster import config
 
 from .console import run
 from .qemu import VM

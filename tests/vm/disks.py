@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from uuid import uuid4
 
-from installer import images
+from installer.build import images
 
 INSTALLER = Path(images.__file__).resolve().parent
 GRUB_I386 = Path("/usr/lib/grub/i386-pc")

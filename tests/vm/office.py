@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from installer import config
+from installer.cluster import config
 
 from .standin import StandinMaster
 from .switch import UNTAGGED, Host, Switch

@@ -11,10 +11,11 @@ import os
 import shutil
 import tempfile
 
-from installer import planschema
-from installer.config import Cluster
-from installer.errors import InstallerError
-from installer.plan import PlanRenderer
+from installer.agent import planschema
+from installer.cluster.config import Cluster
+from installer.cluster.errors import InstallerError
+from installer.build.plan import PlanRenderer
+from installer.cluster import layout
 
 
 def render_plans(cluster: Cluster) -> dict[str, dict]:
@@ -43,7 +44,7 @@ def write_plans(plans: dict[str, dict], outdir: str) -> list[str]:
     """OUTDIR/plans/<name>.json and OUTDIR/nodes/<name>/<target path> for every file."""
     written = []
     for name, plan in plans.items():
-        rel = f"plans/{name}.json"
+        rel = layout.plan_path(name)
         _write(os.path.join(outdir, rel), json.dumps(plan, indent=2, sort_keys=True) + "\n",
                0o600)  # holds the root password hash
         written.append(rel)
@@ -69,7 +70,8 @@ def write_plans(plans: dict[str, dict], outdir: str) -> list[str]:
 
 def render(cluster: Cluster, outdir: str) -> list[str]:
     """Render everything but images into OUTDIR; return the paths written (relative)."""
-    from installer import dnsmasq, pxe  # the PXE side reads the same model
+    from installer.build import dnsmasq
+    from installer.build import pxe  # the PXE side reads the same model
 
     plans = render_plans(cluster)
     # Stage in a sibling temp dir, then move into place: a failure writes nothing.

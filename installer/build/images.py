@@ -24,9 +24,10 @@ from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parent.parent
-ELEMENTS = REPO / "elements"
-PACKAGE = Path(__file__).resolve().parent
+from installer.agent import ship
+from installer.build import resources
+
+ELEMENTS = Path(resources.ELEMENTS)
 NETBOOT_RELEASE = "bookworm"          # the netboot image is always Debian 12
 AGENT_SITE = "usr/lib/python3/dist-packages"
 # Compression level of the netboot root: -19 saves ~15% over -10 at ~4x the time;
@@ -187,22 +188,10 @@ def _cpio(root: Path, dest: Path, level: str | None = None) -> None:
     os.replace(part, dest)
 
 
-def _agent_tree(top: Path) -> None:
-    """The agent and what it imports, as the package `installer` under `top`."""
-    pkg = top / "installer"
-    (pkg / "agent").mkdir(parents=True)
-    for name in ("__init__.py", "planschema.py", "plan.schema.json"):
-        shutil.copyfile(PACKAGE / name, pkg / name)
-    for src in sorted((PACKAGE / "agent").glob("*.py")):
-        shutil.copyfile(src, pkg / "agent" / src.name)
-    for path in [top] + list(top.rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-
-
 def agent_cpio(dest: Path) -> None:
     """The agent at the path Debian's python3 searches, for the netboot initrd."""
     with tempfile.TemporaryDirectory() as tmp:
-        _agent_tree(Path(tmp) / AGENT_SITE)
+        ship.copy_to(str(Path(tmp) / AGENT_SITE))
         _cpio(Path(tmp), dest)
 
 
@@ -212,7 +201,7 @@ def agent_bundle(outdir: str) -> dict[str, Artifact]:
     out = Path(outdir) / "agent"
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        _agent_tree(Path(tmp) / "agent")
+        ship.copy_to(str(Path(tmp) / "agent"))
         tarball, part = out / "agent.tar.gz", out / "agent.tar.gz.part"
         with gzip.GzipFile(part, "wb", mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w") as tar:
@@ -220,7 +209,7 @@ def agent_bundle(outdir: str) -> dict[str, Artifact]:
                     filter=_reproducible)
         same = tarball.exists() and tarball.read_bytes() == part.read_bytes()
         os.replace(part, tarball)
-    for src in sorted((PACKAGE / "firstboot").iterdir()):
+    for src in sorted(Path(resources.FIRSTBOOT).iterdir()):
         shutil.copyfile(src, out / src.name)
         (out / src.name).chmod(src.stat().st_mode & 0o755)
     return {"agent": _artifact(tarball, same)}

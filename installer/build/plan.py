@@ -12,14 +12,13 @@ from dataclasses import dataclass
 
 import jinja2
 
-from installer import __version__, sizes
-from installer.config import Cluster, Node
+from installer import __version__
+from installer.build import resources
+from installer.cluster import sizes
+from installer.cluster.config import Cluster, Node
 
 PLAN_VERSION = 1
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
-PRESEED = os.path.join(REPO, "preseed")
-HOOKS = os.path.join(REPO, "hooks", "agent")
+TEMPLATES, PRESEED, HOOKS = resources.TEMPLATES, resources.PRESEED, resources.HOOKS
 PHASES = ("pre-partition", "post-partition", "post-install", "pre-reboot")
 LVM_FILTER = '[ "r|/dev/cdrom|", "r|/dev/drbd[0-9]+|" ]'
 ESP_SIZE = 512 * sizes.MiB

@@ -6,13 +6,14 @@ import json
 import os
 import time
 
-from installer import render, sizes
-from installer.config import Cluster
-from installer.errors import InstallerError
+from installer.build import render
+from installer.cluster import sizes
+from installer.cluster.config import Cluster
+from installer.cluster.errors import InstallerError
 
 
 def _images(cluster: Cluster, outdir: str, progress) -> dict:
-    from installer import images  # imports diskimage-builder helpers only when building
+    from installer.build import images  # imports diskimage-builder helpers only when building
 
     apt = cluster.apt
     out = {}
@@ -36,14 +37,14 @@ def _images(cluster: Cluster, outdir: str, progress) -> dict:
 
 def _netboot_mirror(cluster: Cluster) -> str:
     """The netboot image is always Debian 12: an archived release's mirror cannot build it."""
-    from installer.mirror import host_mirror
+    from installer.cluster.mirror import host_mirror
     if cluster.release.archived:
         return host_mirror().debian or cluster.apt.mirror
     return cluster.apt.mirror
 
 
 def _netboot_security(cluster: Cluster) -> str | None:
-    from installer.mirror import host_mirror
+    from installer.cluster.mirror import host_mirror
     if cluster.release.archived:
         return host_mirror().security
     return cluster.apt.security_mirror

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 
-from installer import plan
-from installer.config import Cluster
-from installer.errors import InstallerError
+from installer.build import plan
+from installer.cluster.config import Cluster
+from installer.cluster.errors import InstallerError
+from installer.cluster.layout import DNSMASQ_CONFIGS as CONFIGS, DNSMASQ_MODE
 
 TEMPLATES = os.path.join(plan.TEMPLATES, "dnsmasq")
-CONFIGS = {"server": "dnsmasq.conf", "proxy": "dnsmasq-proxy.conf"}
 # A tftp-root value ends at a comma (an interface name follows) or a newline.
 UNSAFE_PATH = re.compile(r"[,\s\"'#]")
 
@@ -33,17 +33,8 @@ def render_dnsmasq(cluster: Cluster, outdir: str, *, final_outdir: str | None = 
     for name in CONFIGS.values():
         written.append(_put(outdir, f"dnsmasq/{name}",
                             env.get_template(f"{name}.j2").render(ctx)))
-    written.append(_put(outdir, "dnsmasq/mode", f"{p.dhcp}\n"))
+    written.append(_put(outdir, DNSMASQ_MODE, f"{p.dhcp}\n"))
     return written
-
-
-def active_config(outdir: str) -> str:
-    """The configuration `serve` runs dnsmasq with: the mode the cluster file chose."""
-    with open(os.path.join(outdir, "dnsmasq", "mode"), encoding="utf-8") as f:
-        mode = f.read().strip()
-    if mode not in CONFIGS:
-        raise InstallerError(f"{outdir}/dnsmasq/mode says '{mode}': run ganeti-installer render")
-    return os.path.join(outdir, "dnsmasq", CONFIGS[mode])
 
 
 def _put(outdir: str, rel: str, content: str) -> str:

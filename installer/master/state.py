@@ -17,8 +17,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from installer.config import Cluster
-from installer.errors import InstallerError
+from installer.cluster.config import Cluster
+from installer.cluster.errors import InstallerError
 
 STATES = ("pending", "installing", "installed", "booted", "joining", "joined", "failed")
 # States a join component may set (installer/join.py): the install's own states come from

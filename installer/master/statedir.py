@@ -1,6 +1,6 @@
 """The state directory of `serve`: what it keeps between runs, none of it served over HTTP.
 
-    state.db            nodes, steps, events, unknown MACs (installer.state)
+    state.db            nodes, steps, events, unknown MACs (installer.master.state)
     admin.token         the bearer token of admin requests (`reinstall`), mode 0600
     ssh/id_ed25519      the serving host's SSH key pair: plans put its public half in
                         root's authorized_keys on every node, the join logs in with it
@@ -17,8 +17,8 @@ import secrets
 import shutil
 import subprocess
 
-from installer.config import Cluster
-from installer.errors import InstallerError
+from installer.cluster.config import Cluster
+from installer.cluster.errors import InstallerError
 
 KEY = os.path.join("ssh", "id_ed25519")
 

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any, Callable
 
-from installer.state import State
+from installer.master.state import State
 
 
 class GroupCommit:

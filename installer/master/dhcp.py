@@ -16,8 +16,8 @@ import shutil
 import signal
 from typing import Callable
 
-from installer import dnsmasq
-from installer.errors import InstallerError
+from installer.cluster.errors import InstallerError
+from installer.cluster import layout
 
 READY = "TFTP root is"
 START_TIMEOUT = 15.0
@@ -30,7 +30,7 @@ class Dnsmasq:
     def __init__(self, outdir: str, state_dir: str, interface: str, *,
                  cluster_file: str = "the cluster file",
                  on_line: Callable[[str], None] = print):
-        self.conf = dnsmasq.active_config(outdir)
+        self.conf = layout.active_dnsmasq_config(outdir)
         self.state_dir, self.interface, self.cluster_file = state_dir, interface, cluster_file
         self.on_line = on_line
         self.proc: asyncio.subprocess.Process | None = None

@@ -16,9 +16,9 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from installer import prompts, running
-from installer.joinerror import JoinError
-from installer.sshkeys import PublicKey, host_patterns
+from installer.master.join import prompts, running
+from installer.master.join.errors import JoinError
+from installer.cluster.sshkeys import PublicKey, host_patterns
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Remote:
     def converse(self, host: str, command: Sequence[str], *, trusted: Iterable[PublicKey],
                  log: Callable[[str], None], timeout: float,
                  confirm: bool = False) -> prompts.Result:
-        """Run a command with a terminal, answering its prompts as installer.prompts does."""
+        """Run a command with a terminal, answering its prompts as installer.master.join.prompts does."""
         argv = self.argv(host, command, tty=True)
         what = f"`{shlex.join(command)}` on {host}"
         log(f"+ {shlex.join(command)}   (on {host})")

@@ -25,10 +25,12 @@ from typing import Callable
 
 from aiohttp import web
 
-from installer import artifacts, pxe, reports
-from installer.commits import GroupCommit
-from installer.errors import InstallerError
-from installer.state import INSTALLED, State, public
+from installer.master import artifacts, reports
+from installer.master.commits import GroupCommit
+from installer.cluster.errors import InstallerError
+from installer.master.state import INSTALLED, State, public
+from installer.master import handoff
+from installer.cluster import layout
 
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 # A file this large fills the link for a while: its packets queue behind a report's answer,
@@ -170,7 +172,7 @@ class UnknownMac(reports.Refused):
 def plan_for_mac(svc: Service, raw: str) -> dict:
     """The plan of the node with this MAC, or Refused (UnknownMac: not in the cluster)."""
     mac = raw.lower().replace("-", ":")
-    if not pxe.MAC.fullmatch(mac):
+    if not handoff.MAC.fullmatch(mac):
         raise reports.Refused(400, f"'{raw[:40]}' is not a MAC address: ask for "
                                    "/api/v1/plans/52-54-00-12-34-56 (the booting NIC's MAC)")
     node = svc.state.node_by_mac(mac)
@@ -189,7 +191,7 @@ def plan_for_mac(svc: Service, raw: str) -> dict:
 
 def _plan_for(svc: Service, node: dict) -> dict:
     """OUTDIR/plans/<name>.json with the node's token and the master's key added."""
-    path = os.path.join(svc.outdir, "plans", f"{node['name']}.json")
+    path = os.path.join(svc.outdir, layout.plan_path(node["name"]))
     try:
         with open(path, encoding="utf-8") as f:
             plan = json.load(f)
@@ -253,7 +255,7 @@ def take_report(svc: Service, name: str, token: str | None,
         raise reports.Refused(403, f"wrong token for {name}: use report.token of the plan "
                                    "the node got (a reinstall gives a new one)")
     report = reports.parse(body)
-    flip = lambda n: pxe.set_boot(svc.outdir, n["mac"], "local")  # noqa: E731
+    flip = lambda n: handoff.set_boot(svc.outdir, n["mac"], "local")  # noqa: E731
     try:
         outcome = reports.record(svc.state, name, report, token is not None, on_installed=flip)
     except InstallerError as e:     # the PXE flip failed: nothing recorded, the agent retries
@@ -340,7 +342,7 @@ def reinstall_node(svc: Service, name: str) -> dict:
 
 def reinstall(state: State, outdir: str, name: str) -> dict:
     """Pending, new token, install entry: together or not at all."""
-    return state.reinstall(name, before_commit=lambda node: pxe.set_boot(outdir, node["mac"],
+    return state.reinstall(name, before_commit=lambda node: handoff.set_boot(outdir, node["mac"],
                                                                          "install"))
 
 

@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from installer.errors import InstallerError
+from installer.cluster.errors import InstallerError
 
 COLUMNS = ("NODE", "MAC", "STATE", "STEP", "PROGRESS", "UPDATED", "MESSAGE")
 MESSAGE_WIDTH = 60

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from installer.config import Cluster, Node
+from installer.cluster.config import Cluster, Node
 
 # Every value put on a Ganeti command line; the command also goes through shlex quoting on
 # its way over SSH, this check is so that nothing odd reaches Ganeti's own option parser.

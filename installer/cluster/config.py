@@ -12,11 +12,11 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 
-from installer import keys, sizes
-from installer.errors import ConfigError, ConfigInvalid
-from installer.mirror import host_mirror
-from installer.releases import DEFAULT_RELEASE, RELEASES, Release
-from installer.validate import Reader, check_unknown_keys
+from installer.cluster import keys, sizes
+from installer.cluster.errors import ConfigError, ConfigInvalid
+from installer.cluster.mirror import host_mirror
+from installer.cluster.releases import DEFAULT_RELEASE, RELEASES, Release
+from installer.cluster.validate import Reader, check_unknown_keys
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ cluster file), the PXE entries made to agree with the state, the HTTP API and ar
 SIGINT stop dnsmasq, then HTTP. A later `serve` on the same state directory goes on where
 this one stopped: nodes, events and tokens are in the database.
 
-The join hook (installer.joining.JoinHook, unless --no-join) runs in a worker thread when a
+The join hook (installer.master.join.hook.JoinHook, unless --no-join) runs in a worker thread when a
 node reports booted from its own disk; it moves the node through state.set_state(name,
 "joining" | "joined" | "failed", message). Without it nodes stay booted. Stopping serve ends
 a running join's commands (ssh to the nodes) instead of waiting minutes for them; the node
@@ -25,11 +25,14 @@ from typing import Callable
 
 from aiohttp import web
 
-from installer import api, dhcp, pxe, running, statedir
-from installer.config import Cluster
-from installer.errors import InstallerError
-from installer.joining import JoinHook
-from installer.state import INSTALLED, State, open_state
+from installer.master import api, dhcp, statedir
+from installer.master.join import running
+from installer.cluster.config import Cluster
+from installer.cluster.errors import InstallerError
+from installer.master.join.hook import JoinHook
+from installer.master.state import INSTALLED, State, open_state
+from installer.master import handoff
+from installer.cluster import layout
 
 @dataclass
 class Options:
@@ -57,7 +60,7 @@ def log(line: str) -> None:
 
 def check_outdir(outdir: str) -> None:
     """serve needs what render writes; images only once a node boots."""
-    for rel in ("plans", "tftp", os.path.join("dnsmasq", "mode")):
+    for rel in (layout.PLANS, layout.TFTP, layout.DNSMASQ_MODE):
         if not os.path.exists(os.path.join(outdir, rel)):
             raise InstallerError(f"{outdir} has no {rel}: run ganeti-installer render (or "
                                  f"build) CLUSTER {outdir} first")
@@ -73,11 +76,11 @@ def sync_pxe(state: State, outdir: str) -> None:
     for node in state.nodes():
         want = "local" if node["state"] in INSTALLED else "install"
         try:
-            now = pxe.boot_form(outdir, node["mac"])
+            now = handoff.boot_form(outdir, node["mac"])
         except InstallerError:
             now = None      # half flipped: set it whole
         if now != want:
-            pxe.set_boot(outdir, node["mac"], want)
+            handoff.set_boot(outdir, node["mac"], want)
             log(f"{node['name']} is {node['state']}: its PXE entry is now '{want}'")
 
 

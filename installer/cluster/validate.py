@@ -10,8 +10,8 @@ import difflib
 import ipaddress
 import re
 
-from installer import sizes
-from installer.errors import ConfigError
+from installer.cluster import sizes
+from installer.cluster.errors import ConfigError
 
 REQUIRED = object()
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 
-SERVED = ("netboot", "images", "tftp", "agent", "manifest.json")
+from installer.cluster import layout
+
+SERVED = layout.SERVED
 TEXT = "text/plain; charset=utf-8"
 TYPES = {".json": "application/json", ".zst": "application/zstd", ".gz": "application/gzip",
          ".ipxe": TEXT, ".cfg": TEXT, ".sha256": TEXT, ".service": TEXT, ".txt": TEXT}

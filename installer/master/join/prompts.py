@@ -25,9 +25,9 @@ from typing import Callable, Iterable, Sequence
 
 import pexpect
 
-from installer import running
-from installer.joinerror import JoinError
-from installer.sshkeys import PublicKey
+from installer.master.join import running
+from installer.master.join.errors import JoinError
+from installer.cluster.sshkeys import PublicKey
 
 FINGERPRINT = re.compile(r"(?P<type>[A-Z0-9-]+) key fingerprint is "
                          r"(?P<fp>SHA256:[A-Za-z0-9+/]+|(?:MD5:)?[0-9a-f]{2}(?::[0-9a-f]{2}){15})")

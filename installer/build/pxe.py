@@ -1,10 +1,10 @@
-"""The PXE tree under OUTDIR/tftp: boot loaders, one entry per MAC, and the install/local switch.
+"""The PXE tree under OUTDIR/tftp: boot loaders and both forms of every node's entry.
 
 OUTDIR/tftp is the TFTP root and, served over HTTP, `{base_url}/tftp/`: firmware fetches a
 loader by TFTP, iPXE fetches everything else by HTTP. Each node has its entries rendered in both
 forms under tftp/entries/<mac>/; the active form is a copy at the path each loader looks for
-(ipxe/<mac>.ipxe, pxelinux.cfg/01-<mac>, grub/grub.cfg-01-<mac>), so `serve` flips a node from
-install to local boot by copying files, with no rendering.
+(installer.cluster.outdir), so `serve` flips a node from install to local boot by copying
+files, with no rendering (installer.master.handoff).
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from installer import plan
-from installer.config import Cluster, Node
-from installer.errors import InstallerError
+from installer.build import plan
+from installer.cluster.config import Cluster, Node
+from installer.cluster.errors import InstallerError
+from installer.cluster.layout import FORMS, KINDS, active_paths, entry_path
 
-FORMS = ("install", "local")
-KINDS = ("ipxe", "pxelinux", "grub")
 TEMPLATES = os.path.join(plan.TEMPLATES, "pxe")
 DEFAULTS = {"ipxe": "tftp/ipxe/default.ipxe", "pxelinux": "tftp/pxelinux.cfg/default",
             "grub": "tftp/grub/grub.cfg"}
-MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}|[0-9a-f]{2}(-[0-9a-f]{2}){5}")
 
 
 @dataclass(frozen=True)
@@ -51,22 +49,6 @@ GRUB_MODULES = ("normal", "configfile", "echo", "sleep", "test", "minicmd", "efi
                 "tftp", "http", "linux", "chain", "search", "search_fs_file", "part_gpt",
                 "part_msdos", "fat", "ext2", "efi_gop", "all_video", "reboot", "halt")
 GRUB_PACKAGES = ("grub-efi-amd64-bin", "grub-common")
-
-
-def dashed(mac: str) -> str:
-    """52-54-00-..: the MAC as iPXE's ${mac:hexhyp}, pxelinux and GRUB name files by it."""
-    return mac.replace(":", "-")
-
-
-def active_paths(mac: str) -> dict[str, str]:
-    """Where each loader looks for this MAC's entry, relative to OUTDIR."""
-    d = dashed(mac)
-    return {"ipxe": f"tftp/ipxe/{d}.ipxe", "pxelinux": f"tftp/pxelinux.cfg/01-{d}",
-            "grub": f"tftp/grub/grub.cfg-01-{d}"}
-
-
-def entry_path(mac: str, form: str, kind: str) -> str:
-    return f"tftp/entries/{dashed(mac)}/{form}.{kind}"
 
 
 def cmdline(cluster: Cluster, node: Node, node_plan: dict) -> str:
@@ -176,70 +158,3 @@ def write_versions(outdir: str) -> list[str]:
             version = ""
         lines.append(f"{package} {version or 'unknown'}")
     return [_put(outdir, "tftp/VERSIONS", "\n".join(lines) + "\n")]
-
-
-def _mac(mac: str) -> str:
-    """A MAC as the tree names it, or a clear error (it becomes part of file paths)."""
-    norm = str(mac).strip().lower()
-    if not MAC.fullmatch(norm):
-        raise InstallerError(f"'{mac}' is not a MAC address: write six colon-separated hex "
-                             "bytes, e.g. 52:54:00:12:34:56")
-    return norm.replace("-", ":")
-
-
-def _entries(outdir: str, mac: str) -> dict[str, dict[str, str]]:
-    """form -> kind -> absolute path of this MAC's rendered entries; error if it has none."""
-    out = {form: {kind: os.path.join(outdir, entry_path(mac, form, kind)) for kind in KINDS}
-           for form in FORMS}
-    missing = [p for paths in out.values() for p in paths.values() if not os.path.isfile(p)]
-    if missing:
-        raise InstallerError(f"no PXE entry for {mac} in {outdir}: add the node to the cluster "
-                             f"file and run ganeti-installer render (missing {missing[0]})")
-    return out
-
-
-def set_boot(outdir: str, mac: str, form: str) -> None:
-    """Make `form` ("install" or "local") the entry every loader gets for this MAC."""
-    mac = _mac(mac)
-    if form not in FORMS:
-        raise InstallerError(f"unknown boot form '{form}': use one of {', '.join(FORMS)}")
-    sources = _entries(outdir, mac)[form]
-    for kind, rel in active_paths(mac).items():
-        with open(sources[kind], "rb") as f:
-            _replace(os.path.join(outdir, rel), f.read())
-
-
-def _replace(path: str, data: bytes) -> None:
-    """Write-then-rename: a loader fetching the file sees the old or the new one, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=".", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def boot_form(outdir: str, mac: str) -> str:
-    """The form every loader gets for this MAC now; an error if the three files disagree."""
-    mac = _mac(mac)
-    entries = _entries(outdir, mac)
-    active = {kind: _read(os.path.join(outdir, rel)) for kind, rel in active_paths(mac).items()}
-    for form in FORMS:
-        if all(active[kind] == _read(entries[form][kind]) for kind in KINDS):
-            return form
-    raise InstallerError(f"the PXE entries of {mac} in {outdir} are neither all 'install' nor "
-                         f"all 'local': run set_boot again, or ganeti-installer render")
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from installer import state as st
+from installer.master import state as st
 
 LIMIT = 64 * 1024           # a report carries hook output (the agent keeps its last 4000 chars)
 STATUSES = ("started", "running", "done", "skipped", "failed", "installed", "booted")

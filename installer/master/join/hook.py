@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 
-from installer.config import Cluster
-from installer.join import Joiner, JoinError
-from installer.state import State
+from installer.cluster.config import Cluster
+from installer.master.join.joiner import Joiner, JoinError
+from installer.master.state import State
 
 
 STOPPED = "serve stopped during the join; it runs again when serve starts"

@@ -1,0 +1,1 @@
+"""The cluster file, its model and its validation: what every other side reads."""

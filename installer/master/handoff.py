@@ -1,0 +1,83 @@
+"""The PXE handoff: which entry each loader gets for a node's MAC, flipped by copying files.
+
+`render` wrote both forms of every node's entry (installer.build.pxe); `serve` makes one of
+them active, "install" while the node is armed and "local" once its install is done, with a
+write-then-rename so a loader fetching the file sees the old or the new one, whole.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+from installer.cluster.errors import InstallerError
+from installer.cluster.layout import FORMS, KINDS, active_paths, entry_path
+
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}|[0-9a-f]{2}(-[0-9a-f]{2}){5}")
+
+
+def _mac(mac: str) -> str:
+    """A MAC as the tree names it, or a clear error (it becomes part of file paths)."""
+    norm = str(mac).strip().lower()
+    if not MAC.fullmatch(norm):
+        raise InstallerError(f"'{mac}' is not a MAC address: write six colon-separated hex "
+                             "bytes, e.g. 52:54:00:12:34:56")
+    return norm.replace("-", ":")
+
+
+def _entries(outdir: str, mac: str) -> dict[str, dict[str, str]]:
+    """form -> kind -> absolute path of this MAC's rendered entries; error if it has none."""
+    out = {form: {kind: os.path.join(outdir, entry_path(mac, form, kind)) for kind in KINDS}
+           for form in FORMS}
+    missing = [p for paths in out.values() for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise InstallerError(f"no PXE entry for {mac} in {outdir}: add the node to the cluster "
+                             f"file and run ganeti-installer render (missing {missing[0]})")
+    return out
+
+
+def set_boot(outdir: str, mac: str, form: str) -> None:
+    """Make `form` ("install" or "local") the entry every loader gets for this MAC."""
+    mac = _mac(mac)
+    if form not in FORMS:
+        raise InstallerError(f"unknown boot form '{form}': use one of {', '.join(FORMS)}")
+    sources = _entries(outdir, mac)[form]
+    for kind, rel in active_paths(mac).items():
+        with open(sources[kind], "rb") as f:
+            _replace(os.path.join(outdir, rel), f.read())
+
+
+def _replace(path: str, data: bytes) -> None:
+    """Write-then-rename: a loader fetching the file sees the old or the new one, whole."""
+    fd, tmp = tempfile.mkstemp(prefix=".", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def boot_form(outdir: str, mac: str) -> str:
+    """The form every loader gets for this MAC now; an error if the three files disagree."""
+    mac = _mac(mac)
+    entries = _entries(outdir, mac)
+    active = {kind: _read(os.path.join(outdir, rel)) for kind, rel in active_paths(mac).items()}
+    for form in FORMS:
+        if all(active[kind] == _read(entries[form][kind]) for kind in KINDS):
+            return form
+    raise InstallerError(f"the PXE entries of {mac} in {outdir} are neither all 'install' nor "
+                         f"all 'local': run set_boot again, or ganeti-installer render")
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
