@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shlex
 
-PLAN_KEY = "installer.plan"
+from installer.agent import rules
+
+PLAN_KEY = rules.PLAN_ARG
 
 
 def parse(text: str) -> dict:

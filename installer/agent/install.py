@@ -14,7 +14,7 @@ import subprocess
 from typing import Callable, List, Optional
 
 from installer.agent.version import __version__
-from installer.agent import booted, bootloader, configure, disks, hooks, journal, osinstall
+from installer.agent import booted, bootloader, configure, disks, hooks, journal, osinstall, rules
 from installer.agent.client import Reporter
 from installer.agent.proc import Runner
 from installer.agent.storage import Storage
@@ -24,7 +24,7 @@ STAGES = ["identify", "storage", "os", "configure", "bootloader", "finish"]
 # First-boot mode: the OS and its boot loader are there already (debian-installer made them).
 FIRST_BOOT_STAGES = ["identify", "storage", "configure", "drbd", "finish"]
 KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8"
-MIN_VG = 20 << 30          # Ganeti refuses a smaller volume group
+MIN_VG = rules.MIN_VG_BYTES
 INSTALLED = "var/lib/ganeti-installer/installed"   # first-boot mode has run to the end
 
 

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from installer.agent import rules
 from installer.build import plan
 from installer.cluster.config import Cluster, Node
 from installer.cluster.errors import InstallerError
@@ -53,7 +54,7 @@ GRUB_PACKAGES = ("grub-efi-amd64-bin", "grub-common")
 
 def cmdline(cluster: Cluster, node: Node, node_plan: dict) -> str:
     """The netboot kernel's command line: the plan's arguments and where the plan is."""
-    return f"{node_plan['kernel_args']} installer.plan={plan.plan_url(cluster, node)}"
+    return f"{node_plan['kernel_args']} {rules.PLAN_ARG}={plan.plan_url(cluster, node)}"
 
 
 def render_pxe(cluster: Cluster, outdir: str, *,

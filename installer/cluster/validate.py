@@ -10,13 +10,14 @@ import difflib
 import ipaddress
 import re
 
+from installer.agent import rules
 from installer.cluster import sizes
 from installer.cluster.errors import ConfigError
 
 REQUIRED = object()
 
 LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+MAC = rules.MAC
 IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 VGNAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}")
 CRYPT = re.compile(r"(\$(1|2[aby]|5|6|7|y|gy)\$[./A-Za-z0-9=,$]{8,})|[!*]")

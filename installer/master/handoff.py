@@ -7,13 +7,13 @@ write-then-rename so a loader fetching the file sees the old or the new one, who
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 
+from installer.agent import rules
 from installer.cluster.errors import InstallerError
 from installer.cluster.layout import FORMS, KINDS, active_paths, entry_path
 
-MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}|[0-9a-f]{2}(-[0-9a-f]{2}){5}")
+MAC = rules.MAC_ANY
 
 
 def _mac(mac: str) -> str:
