@@ -9,6 +9,8 @@ root: it is packed on every build as a second, small cpio archive appended to th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
@@ -21,6 +23,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
@@ -107,6 +110,30 @@ def _dib_env(release: str, mirror: str, security_mirror: str | None, proxy: str 
     return env
 
 
+def dib_cache() -> Path:
+    """diskimage-builder's own download cache, shared by every build of this user."""
+    return Path(os.environ.get("DIB_IMAGE_CACHE") or os.path.expanduser("~/.cache/image-create"))
+
+
+@contextlib.contextmanager
+def dib_lock(progress) -> Iterator[None]:
+    """One diskimage-builder build at a time on this machine: two at once fail on the apt
+    cache they share. A lock file (not a lock of this process) so two `build`s, or the tests
+    beside a build, wait for each other; the kernel drops it when its holder dies."""
+    path = dib_cache() / "ganeti-installer.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"  waiting for another diskimage-builder build to finish (lock {path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _run_dib(name: str, elements: list[str], workdir: Path, env: dict, progress) -> Path:
     """Build `elements` into workdir/<name>.tar; the log stays in workdir for a failure."""
     for element in elements:
@@ -118,8 +145,8 @@ def _run_dib(name: str, elements: list[str], workdir: Path, env: dict, progress)
     # with it PackageKit, GLib and ICU (~100 MB) that neither image uses.
     cmd = [_dib_command(), "-n", "-a", "amd64", "-t", "tar", "-o", str(workdir / name),
            *elements]
-    start = last = time.monotonic()
-    with open(log, "w", encoding="utf-8") as out:
+    with dib_lock(progress), open(log, "w", encoding="utf-8") as out:
+        start = last = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
         for line in proc.stdout:
