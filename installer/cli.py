@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from installer import __version__
+from installer.agent.version import __version__
 from installer.cluster import config
 from installer.cluster.errors import ConfigInvalid, InstallerError
 

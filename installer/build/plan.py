@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from installer import __version__
+from installer.agent.version import __version__
 from installer.build import resources
 from installer.cluster import sizes
 from installer.cluster.config import Cluster, Node
