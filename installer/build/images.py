@@ -149,6 +149,7 @@ def _run_dib(name: str, elements: list[str], workdir: Path, env: dict, progress)
         start = last = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
+        assert proc.stdout is not None          # asked for: stdout=PIPE
         for line in proc.stdout:
             out.write(line)
             if time.monotonic() - last >= 20 and "Running " in line:
@@ -203,6 +204,7 @@ def _cpio(root: Path, dest: Path, level: str | None = None) -> None:
     find = subprocess.Popen(["find", ".", "-print0"], cwd=root, stdout=subprocess.PIPE)
     cpio = subprocess.Popen(["cpio", "--null", "-o", "-H", "newc", "-R", "0:0", "--quiet"],
                             cwd=root, stdin=find.stdout, stdout=subprocess.PIPE)
+    assert find.stdout is not None and cpio.stdout is not None      # both PIPEs
     find.stdout.close()
     with open(part, "wb") as out:
         if level:

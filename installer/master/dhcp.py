@@ -85,11 +85,15 @@ class Dnsmasq:
         except ProcessLookupError:
             pass
 
+    def _pipe(self) -> asyncio.StreamReader:
+        assert self.proc is not None and self.proc.stdout is not None, "dnsmasq not started"
+        return self.proc.stdout
+
     async def _until_ready(self, seen: list[str]) -> None:
         while True:
-            line = await self.proc.stdout.readline()
+            line = await self._pipe().readline()
             if not line:
-                code = await self.proc.wait()
+                code = await self.wait()
                 raise InstallerError(self.explain(seen, code))
             text = line.decode(errors="replace").strip()
             if text:
@@ -99,7 +103,7 @@ class Dnsmasq:
                 return
 
     async def _follow(self) -> None:
-        while line := await self.proc.stdout.readline():
+        while line := await self._pipe().readline():
             self.on_line(line.decode(errors="replace").rstrip())
 
     def explain(self, lines: list[str], code: int) -> str:
@@ -126,6 +130,7 @@ class Dnsmasq:
         return self.proc is not None and self.proc.returncode is None
 
     async def wait(self) -> int:
+        assert self.proc is not None, "dnsmasq not started"
         return await self.proc.wait()
 
     async def stop(self) -> None:
