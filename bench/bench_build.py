@@ -23,9 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tomli_w  # noqa: E402
 
-from installer.build import builder as build, render
-from installer.cluster import config
-from installer.cluster import sizes  # noqa: E402
+from installer.build import builder as build
+from installer.build import render
+from installer.cluster import (
+    config,
+    sizes,  # noqa: E402
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from installer.build import images
+from installer.build import images  # noqa: E402
 from installer.cluster import sizes  # noqa: E402
 from tests.vm.qemu import VM  # noqa: E402
 

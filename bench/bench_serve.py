@@ -51,9 +51,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import requests  # noqa: E402
 
 from bench.bench_build import cluster_file  # noqa: E402
+from installer.build import (
+    dnsmasq,
+    pxe,
+    render,  # noqa: E402
+)
 from installer.cluster import config
-from installer.build import dnsmasq, pxe
-from installer.build import render  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 1 << 20
@@ -82,7 +85,7 @@ def make_outdir(path: str, nodes: int, size_mib: int, built: str | None) -> tupl
     return cfile, out
 
 
-def start_serve(cfile: str, out: str, state: str, link: "Link") -> tuple[subprocess.Popen, str]:
+def start_serve(cfile: str, out: str, state: str, link: Link) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:          # free here, and in a new namespace
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -110,7 +113,7 @@ class Link:
         self.mbps, self.host, self.prefix = mbps, "127.0.0.1", ()
         self.ns = f"gi-bench-{os.getpid()}"
 
-    def __enter__(self) -> "Link":
+    def __enter__(self) -> Link:
         if not self.mbps:
             return self
         ns, host_if, ns_if = self.ns, f"gibh{os.getpid()}", f"gibn{os.getpid()}"

@@ -68,7 +68,7 @@ def exchange(sock: socket.socket, payload: bytes, to: tuple, xid: bytes) -> dict
         sock.settimeout(max(0.1, end - time.monotonic()))
         try:
             data, _ = sock.recvfrom(2048)
-        except socket.timeout:
+        except TimeoutError:
             return None
         if data[0] == 2 and data[4:8] == xid:
             return parse(data)

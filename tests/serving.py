@@ -11,11 +11,10 @@ import threading
 
 from aiohttp import web
 
-from installer.master import api, serve
 from installer.build import dnsmasq, pxe, render
 from installer.cluster.config import Cluster
+from installer.master import api, handoff, serve
 from tests.conftest import cluster_from, example_data
-from installer.master import handoff
 
 NETBOOT_SIZE = 3 * 1024 * 1024 + 123     # odd, so ranges cross no neat boundary
 
@@ -56,7 +55,7 @@ class Server:
         self.on_booted = on_booted
         self.log: list[str] = []
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.service = serve.prepare(self.opts)
         self.service.on_booted = self.on_booted
         self.service.log = self.log.append

@@ -115,7 +115,7 @@ def cluster_up(tmp_path_factory):
             disks = {n.name: make_disk(work / f"{n.name}.qcow2", "40G") for n in nodes}
             installs = [pxe_vm(switch, work, n, i + 1, disks[n.name], "install")
                         for i, n in enumerate(nodes)]
-            for vm, node in zip(installs, nodes):
+            for vm, node in zip(installs, nodes, strict=True):
                 vm.expect(f"installed {node.fqdn}", timeout=1800)
             for vm in installs:
                 vm.child.expect(pexpect.EOF, timeout=300)   # the agent reboots: -no-reboot

@@ -27,7 +27,8 @@ NODE = "node3"
 @pytest.fixture(scope="module")
 def master(built):
     outdir, _ = built
-    with StandinMaster(outdir, config.load(example_path("cluster.toml")).provisioning.base_url) as m:
+    base_url = config.load(example_path("cluster.toml")).provisioning.base_url
+    with StandinMaster(outdir, base_url) as m:
         yield m
 
 

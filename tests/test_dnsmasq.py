@@ -16,10 +16,10 @@ import time
 import pytest
 
 from installer.build import dnsmasq, render
+from installer.cluster import layout
 from installer.cluster.errors import InstallerError
 from tests.conftest import cluster_from, example_data, load_example
 from tests.golden import compare_tree
-from installer.cluster import layout
 
 EXAMPLES = {"bookworm": "cluster.toml", "wheezy": "paper-wheezy.toml"}
 FINAL = "/srv/ganeti-installer/out"     # where render() would move the stage

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from installer.build import builder as build, images
+from installer.build import builder as build
+from installer.build import images
 from installer.cluster import config
 from installer.cluster.errors import InstallerError
 from installer.cluster.releases import RELEASES
@@ -148,12 +151,29 @@ def test_wheezy_with_unreachable_mirror_names_the_setting(tmp_path):
     assert not out.exists()
 
 
-def test_agent_bundle_for_the_debian_installer_path(built):
-    """OUTDIR/agent: what a d-i late_command fetches to run the agent at first boot."""
+STANDALONE = """
+import sys
+import installer.agent.__main__, installer.agent.install
+others = sorted(m for m in sys.modules if m.startswith("installer.") and
+                not m.startswith("installer.agent"))
+print(installer.__file__, others)
+"""
+
+
+def test_agent_bundle_for_the_debian_installer_path(built, tmp_path):
+    """OUTDIR/agent: what a d-i late_command fetches to run the agent at first boot. It runs
+    alone: nothing of the build host's or master's code comes with it or is imported."""
     outdir, _ = built
     with tarfile.open(outdir / "agent/agent.tar.gz") as tar:
         names = tar.getnames()
-    assert "installer/agent/__main__.py" in names and "installer/planschema.py" in names
+        tar.extractall(tmp_path, filter="data")
+    assert "installer/agent/__main__.py" in names and "installer/agent/plan.schema.json" in names
+    assert not [n for n in names if n.startswith(("installer/cluster", "installer/build",
+                                                  "installer/master", "installer/cli"))]
+    out = subprocess.run([sys.executable, "-c", STANDALONE], cwd=tmp_path, check=True,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": os.environ["PATH"]},
+                         capture_output=True, text=True).stdout.strip().split(maxsplit=1)
+    assert out == [str(tmp_path / "installer/__init__.py"), "[]"]
     script = outdir / "agent/ganeti-installer-firstboot"
     assert script.stat().st_mode & 0o111, "the first-boot script is not executable"
     assert "--first-boot" in script.read_text()

@@ -9,14 +9,14 @@ import subprocess
 import pytest
 
 from installer import cli
-from installer.build import pxe, render
 from installer.agent import cmdline as agent_cmdline
-from installer.cluster.errors import InstallerError
+from installer.build import pxe, render
 from installer.build.plan import plan_url
+from installer.cluster import layout
+from installer.cluster.errors import InstallerError
+from installer.master import handoff
 from tests.conftest import load_example
 from tests.golden import compare_tree
-from installer.master import handoff
-from installer.cluster import layout
 
 EXAMPLES = {"bookworm": "cluster.toml", "wheezy": "paper-wheezy.toml"}
 
@@ -94,7 +94,8 @@ def test_install_entries_boot_the_netboot_image_with_the_plan(entries):
 def test_local_and_unknown_entries_never_install(entries):
     _, cluster, out, _ = entries
     unknown = [out / p for p in pxe.DEFAULTS.values()]
-    local = [out / layout.entry_path(n.mac, "local", k) for n in cluster.nodes for k in layout.KINDS]
+    local = [out / layout.entry_path(n.mac, "local", k)
+             for n in cluster.nodes for k in layout.KINDS]
     for path in unknown + local:
         text = path.read_text()
         assert "vmlinuz" not in text and "installer.plan" not in text, path

@@ -12,7 +12,8 @@ import re
 from installer.build import plan
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
-from installer.cluster.layout import DNSMASQ_CONFIGS as CONFIGS, DNSMASQ_MODE
+from installer.cluster.layout import DNSMASQ_CONFIGS as CONFIGS
+from installer.cluster.layout import DNSMASQ_MODE
 
 TEMPLATES = os.path.join(plan.TEMPLATES, "dnsmasq")
 # A tftp-root value ends at a comma (an interface name follows) or a newline.

@@ -10,10 +10,8 @@ files, with no rendering (installer.master.handoff).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 
 from installer.agent import rules

@@ -12,10 +12,10 @@ import shutil
 import tempfile
 
 from installer.agent import planschema
-from installer.cluster.config import Cluster
-from installer.cluster.errors import InstallerError
 from installer.build.plan import PlanRenderer
 from installer.cluster import layout
+from installer.cluster.config import Cluster
+from installer.cluster.errors import InstallerError
 
 
 def render_plans(cluster: Cluster) -> dict[str, dict]:
@@ -70,8 +70,10 @@ def write_plans(plans: dict[str, dict], outdir: str) -> list[str]:
 
 def render(cluster: Cluster, outdir: str) -> list[str]:
     """Render everything but images into OUTDIR; return the paths written (relative)."""
-    from installer.build import dnsmasq
-    from installer.build import pxe  # the PXE side reads the same model
+    from installer.build import (
+        dnsmasq,
+        pxe,  # the PXE side reads the same model
+    )
 
     plans = render_plans(cluster)
     # Stage in a sibling temp dir, then move into place: a failure writes nothing.

@@ -14,10 +14,10 @@ import os
 import re
 import shutil
 import signal
-from typing import Callable
+from collections.abc import Callable
 
-from installer.cluster.errors import InstallerError
 from installer.cluster import layout
+from installer.cluster.errors import InstallerError
 
 READY = "TFTP root is"
 START_TIMEOUT = 15.0
@@ -59,7 +59,7 @@ class Dnsmasq:
         seen: list[str] = []
         try:
             await asyncio.wait_for(self._until_ready(seen), START_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.stop()
             raise InstallerError(f"dnsmasq did not come up in {START_TIMEOUT:.0f} s: "
                                  f"{' | '.join(seen[-5:]) or 'no output'}") from None
@@ -141,7 +141,7 @@ class Dnsmasq:
             try:
                 self.proc.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
             except ProcessLookupError:

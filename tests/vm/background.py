@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class Job:
@@ -21,7 +22,7 @@ class Job:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
 
-    def start(self) -> "Job":
+    def start(self) -> Job:
         self._thread.start()
         return self
 

@@ -5,7 +5,8 @@ gets a copy-on-write qcow2 overlay on the cached base, which costs nothing.
 first-boot mode. d-i itself cannot run here (the registry serves no .udeb), so the disk is
 made from the OS image the way d-i lays a system down: a BIOS boot partition, a 12 GiB root,
 free space after it, GRUB in the MBR gap, an fstab by UUID, DHCP on eth0, and what the
-cluster's late_command adds: the first-boot script and unit and /etc/ganeti-installer/firstboot.conf.
+cluster's late_command adds: the first-boot script and unit and
+/etc/ganeti-installer/firstboot.conf.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class VM:
             cmd += _pxe_nic(nic, i) if self.pxe and i == 0 else ["-nic", nic]
         return cmd
 
-    def start(self) -> "VM":
+    def start(self) -> VM:
         if not shutil.which(QEMU):
             raise RuntimeError(f"{QEMU} is missing: run ./build.sh --deps-only")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ class VM:
             self._fail(f"{why} {doing}")
         self.restarted = True
         note = f"{self.name}: {why} before its kernel ran init; powering it on again"
-        warnings.warn(note, EmulatorReset)
+        warnings.warn(note, EmulatorReset, stacklevel=2)
         if self.qemu_log_path.exists():     # QEMU truncates its log: keep the first run's
             self.qemu_log_path.rename(self.qemu_log_path.with_suffix(".log.1"))
         self.start()
@@ -188,7 +188,7 @@ class VM:
                     if not chunk:
                         break               # `quit` closes the monitor
                     reply += chunk
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 pass
             return reply.decode(errors="replace")
 

@@ -65,7 +65,7 @@ class Switch:
         self.next_port = 20
         self.pids: list[Path] = []
 
-    def __enter__(self) -> "Switch":
+    def __enter__(self) -> Switch:
         for tool in ("vde_switch", "vde_plug2tap", "ip", "ping"):
             if not shutil.which(tool):
                 raise RuntimeError(f"{tool} is missing: run ./build.sh --deps-only")
