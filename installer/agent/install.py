@@ -191,8 +191,6 @@ class Installer:
             self.run.files.write(os.path.join(self.target, INSTALLED),
                                  journal.plan_hash(self.plan) + "\n")
 
-    # -- driver -----------------------------------------------------------------------------
-
     def _boot_report(self, t: Target) -> None:
         """The boot report's unit and settings on the new system (booted.install)."""
         report = self.plan["report"]
@@ -204,6 +202,8 @@ class Installer:
 
     def _hooks(self, phase: str) -> None:
         hooks.run_phase(self.plan, phase, self.target, self._hook_report, self.run)
+
+    # -- driver -----------------------------------------------------------------------------
 
     def _hook_report(self, name: str, output: str) -> None:
         self.reporter.event(f"hook/{name}", "done", output)
