@@ -8,9 +8,9 @@ import os
 import pty
 import sqlite3
 import subprocess
+import tomllib
 
 import pytest
-import tomllib
 
 from installer.cluster import config
 from installer.cluster.mirror import HostMirror

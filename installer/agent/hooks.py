@@ -26,7 +26,7 @@ def run_phase(plan: dict, phase: str, target: str, report: Callable[[str, str], 
         os.chmod(f.name, 0o700)
         try:
             proc = subprocess.run([f.name], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, universal_newlines=True)
+                                  stderr=subprocess.STDOUT, text=True)
         finally:
             os.remove(f.name)
         report(f"{phase}/{hook['name']}", proc.stdout[-4000:])

@@ -13,12 +13,12 @@ import resource
 import subprocess
 from typing import Callable, List, Optional
 
-from installer.agent.version import __version__
 from installer.agent import booted, bootloader, configure, disks, hooks, journal, osinstall, rules
 from installer.agent.client import Reporter
 from installer.agent.proc import Runner
 from installer.agent.storage import Storage
 from installer.agent.target import Target
+from installer.agent.version import __version__
 
 STAGES = ["identify", "storage", "os", "configure", "bootloader", "finish"]
 # First-boot mode: the OS and its boot loader are there already (debian-installer made them).
@@ -112,7 +112,7 @@ class Installer:
 
     def storage_stage(self) -> None:
         self._hooks("pre-partition")
-        self.storage = Storage(self.plan, self.disk, self.run, self.target,
+        self.storage = Storage(self.plan, self._disk(), self.run, self.target,
                                keep_root=lambda dev: journal.root_done(dev, self.plan, self.run))
         report = lambda name: self.reporter.event(f"storage/{name}", "running")  # noqa: E731
         if self.first_boot:
@@ -129,9 +129,10 @@ class Installer:
         if inst["method"] == "image":
             # Root's blocks are overwritten: unmount it, and keep the journal and the report
             # outbox (both in memory too) on the new file system once it is mounted again.
-            self.storage.unmount()
-            osinstall.write_rootfs(inst["image"], self.storage.root_device(), self.run)
-            self.storage.mount()
+            storage = self._storage()
+            storage.unmount()
+            osinstall.write_rootfs(inst["image"], storage.root_device(), self.run)
+            storage.mount()
             if not self.run.dry_run:
                 self.journal.attach(self.target)
                 self.reporter.attach(self.target)
@@ -146,7 +147,7 @@ class Installer:
     def configure_stage(self) -> None:
         with Target(self.target, self.run) as t:
             configure.write_files(self.plan, t)
-            configure.debconf(self.plan, t, self.disk.devnode)
+            configure.debconf(self.plan, t, self._disk().devnode)
             configure.install_packages(self.plan, t)
             configure.write_files(self.plan, t)  # again: packages may ship the same paths
             configure.set_root_password(self.plan, t)
@@ -155,9 +156,10 @@ class Installer:
             if self.plan["release"]["init"] == "systemd":   # wheezy's sysvinit: not yet
                 self._boot_report(t)
             if not self.first_boot:     # debian-installer wrote the fstab of its own layout
-                configure.fstab(t, {k: self.storage.uuid(rules.format_id(k))
+                storage = self._storage()
+                configure.fstab(t, {k: storage.uuid(rules.format_id(k))
                                     for k in (rules.ROOT, rules.ESP, rules.SWAP)
-                                    if rules.format_id(k) in self.storage.devices})
+                                    if rules.format_id(k) in storage.devices})
 
     def drbd_stage(self) -> str:
         """Load drbd now, with the options just written (an install gets them at its boot)."""
@@ -176,10 +178,10 @@ class Installer:
         efi = os.path.isdir("/sys/firmware/efi")
         with Target(self.target, self.run) as t:
             if self.plan["install"]["method"] == "image":
-                bootloader.install_prepared(t, self.disk.devnode, self.storage.root_uuid(),
+                bootloader.install_prepared(t, self._disk().devnode, self._storage().root_uuid(),
                                             args, efi)
             else:   # the release's own grub-install and update-grub (wheezy's GRUB too)
-                bootloader.install(t, self.disk.devnode, args, efi)
+                bootloader.install(t, self._disk().devnode, args, efi)
         self._hooks("post-install")
 
     def finish_stage(self) -> None:
@@ -190,6 +192,16 @@ class Installer:
         if self.first_boot:
             self.run.files.write(os.path.join(self.target, INSTALLED),
                                  journal.plan_hash(self.plan) + "\n")
+
+    def _disk(self) -> disks.Disk:
+        if self.disk is None:   # identify runs first, after every restart: a bug if not
+            raise RuntimeError("no install disk chosen: the identify stage did not run")
+        return self.disk
+
+    def _storage(self) -> Storage:
+        if self.storage is None:
+            raise RuntimeError("no storage laid out: the storage stage did not run")
+        return self.storage
 
     def _boot_report(self, t: Target) -> None:
         """The boot report's unit and settings on the new system (booted.install)."""

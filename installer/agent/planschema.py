@@ -11,7 +11,7 @@ import json
 import os
 import re
 
-from installer.agent import storage     # the action types know their references
+from installer.agent import storage  # the action types know their references
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plan.schema.json")
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}

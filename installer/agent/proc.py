@@ -33,7 +33,7 @@ class Runner:
         """Run argv; `merge` folds stderr into the output (for logs), else it is kept apart."""
         proc = subprocess.run(list(argv), input=input, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                              universal_newlines=True, timeout=timeout)
+                              text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise CommandFailed(argv, proc.returncode, proc.stdout + (proc.stderr or ""))
         return proc

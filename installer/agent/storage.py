@@ -17,8 +17,8 @@ from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tupl
 
 from installer.agent import diskprobe as probe
 from installer.agent import rules
-from installer.agent.disks import Disk
 from installer.agent.diskprobe import partition_path
+from installer.agent.disks import Disk
 from installer.agent.proc import Runner
 
 TYPE_CODES = {"bios_grub": "EF02", "esp": "EF00", "swap": "8200", "linux": "8300",
@@ -47,7 +47,7 @@ class Action:
     id: str
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Action":
+    def from_dict(cls, data: dict) -> Action:
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         if missing:
@@ -63,7 +63,7 @@ class Action:
             for ref in value if isinstance(value, list) else [value]:
                 yield name, ref
 
-    def apply(self, st: "Storage") -> None:
+    def apply(self, st: Storage) -> None:
         raise NotImplementedError
 
 
@@ -76,7 +76,7 @@ class DiskAction(Action):
     match: dict
     wipe: bool
 
-    def apply(self, st: "Storage") -> None:
+    def apply(self, st: Storage) -> None:
         st.devices[self.id] = st.disk.devnode
         owner = probe.owner(st.run, st.disk.devnode)
         if owner in ("blank", "ours"):
@@ -89,7 +89,7 @@ class DiskAction(Action):
         self.teardown(st)
 
     @staticmethod
-    def teardown(st: "Storage") -> None:
+    def teardown(st: Storage) -> None:
         """Release and erase what is on the disk: VGs on it, then every signature."""
         disk = st.disk.devnode
         for pv, vg in probe.physical_volumes(st.run):
@@ -113,18 +113,18 @@ class Partition(Action):
     size: Optional[int]
     flag: str
 
-    def apply(self, st: "Storage") -> None:
+    def apply(self, st: Storage) -> None:
         wanted = st.of_type(Partition)
         if self is wanted[0] and not self.matches(st, wanted):
             self.make_all(st, wanted)
         st.devices[self.id] = partition_path(st.disk.devnode, self.number)
 
     @staticmethod
-    def matches(st: "Storage", wanted: List["Partition"]) -> bool:
+    def matches(st: Storage, wanted: List[Partition]) -> bool:
         have = probe.layout(st.run, st.disk.devnode)
         if len(have) != len(wanted):
             return False
-        for p, a in zip(have, wanted):
+        for p, a in zip(have, wanted):  # noqa: B905 (no strict= on 3.9; lengths equal)
             if p.get("partlabel") != rules.GPT_NAME_PREFIX + a.id:
                 return False
             if p["number"] != a.number or \
@@ -133,7 +133,7 @@ class Partition(Action):
         return True
 
     @staticmethod
-    def make_all(st: "Storage", wanted: List["Partition"]) -> None:
+    def make_all(st: Storage, wanted: List[Partition]) -> None:
         disk = st.disk.devnode
         # --clear first in the same run: a new protective MBR and empty GPT (both copies),
         # then the partitions; one sgdisk, which syncs and re-reads the table once.
@@ -161,7 +161,7 @@ class LvmVolgroup(Action):
     name: str
     devices: List[str]
 
-    def apply(self, st: "Storage") -> None:
+    def apply(self, st: Storage) -> None:
         pvs = [st.devices[d] for d in self.devices]
         st.devices[self.id] = f"/dev/{self.name}"
         have = probe.volume_groups(st.run)
@@ -192,7 +192,7 @@ class Format(Action):
     volume: str
     fstype: str
 
-    def apply(self, st: "Storage") -> None:
+    def apply(self, st: Storage) -> None:
         dev = st.devices[self.volume]
         st.devices[self.id] = dev
         if st.resuming() and self.fstype == probe.fstype(st.run, dev):
@@ -210,7 +210,7 @@ class Mount(Action):
     device: str
     path: str
 
-    def apply(self, st: "Storage") -> None:
+    def apply(self, st: Storage) -> None:
         dev = st.devices[self.device]
         where = os.path.join(st.target, self.path.lstrip("/"))
         if not st.run.dry_run:

@@ -19,7 +19,7 @@ class Target:
     def path(self, p: str) -> str:
         return os.path.join(self.root, p.lstrip("/"))
 
-    def __enter__(self) -> "Target":
+    def __enter__(self) -> Target:
         if self.root == "/":
             return self  # first-boot mode: we are the installed system
         binds = [("proc", "proc", ["-t", "proc", "proc"]), ("sys", "sys", ["-t", "sysfs", "sys"]),
