@@ -17,6 +17,7 @@ from installer.agent import journal
 from installer.agent.diskprobe import partition_path
 
 GiB, MiB = 1 << 30, 1 << 20
+GPT = ("gpt", "gpt", "PMBR")    # wipefs on a GPT disk: both headers, then the protective MBR
 
 
 @dataclass
@@ -43,7 +44,7 @@ def ours(devnode: str, plan: dict, *, journal_done: list[str] | None = None) -> 
         if name[3:] in fs:
             state.fstypes[dev] = fs[name[3:]]
             state.signatures[dev] = [fs[name[3:]]]
-    state.signatures[devnode] = ["PMBR", "gpt"]
+    state.signatures[devnode] = list(GPT)
     if journal_done is not None:
         root = partition_path(devnode, 4)
         state.files[root] = {f"/{journal.JOURNAL}": json.dumps(

@@ -10,13 +10,14 @@ import subprocess
 
 import pytest
 
-from installer.agent import disks, rules, storage
+from installer.agent import diskprobe, disks, rules, storage
 from installer.agent.diskprobe import partition_path
 from installer.agent.disks import Disk
 from installer.agent.install import Installer
+from installer.agent.proc import Runner
 from installer.build import render
 from tests.conftest import load_example
-from tests.fake_node import DiskState, FakeNode, GiB, ours
+from tests.fake_node import GPT, DiskState, FakeNode, GiB, ours
 
 TARGET = "/target"
 
@@ -68,7 +69,7 @@ def foreign(devnode: str) -> DiskState:
     """An office PC's disk: NTFS, and an LVM volume group 'data' on its second partition."""
     return DiskState(devnode, parts=[(1, 100 * GiB, "Basic data partition"),
                                      (2, 400 * GiB, "")],
-                     signatures={devnode: ["PMBR", "gpt"], f"{devnode}1": ["ntfs"],
+                     signatures={devnode: list(GPT), f"{devnode}1": ["ntfs"],
                                  f"{devnode}2": ["LVM2_member"]})
 
 
@@ -142,7 +143,7 @@ def test_foreign_data_is_refused_and_nothing_would_be_run(plan, monkeypatch):
         dry_run(plan, node, [sata()], monkeypatch)
     assert str(e.value) == (
         "refusing to install on /dev/sda (500.0 GiB, WDC, ata): it holds data ganeti-installer "
-        "did not create (/dev/sda: PMBR, gpt; /dev/sda1: ntfs (Basic data partition); "
+        "did not create (/dev/sda: gpt, gpt, PMBR; /dev/sda1: ntfs (Basic data partition); "
         "/dev/sda2: LVM2_member (no name)); nothing was written. Set storage.wipe = true in "
         "the cluster file (or `rebuild` the node) to overwrite it")
 
@@ -185,6 +186,36 @@ def test_first_boot_refuses_free_space_under_the_vg_minimum(plan, monkeypatch):
                                                    r"least 20.0 GiB; nothing was written"):
         st.claim_free(lambda name: None, rules.MIN_VG_BYTES)
     assert run.commands == []
+
+
+@pytest.mark.integration
+def test_the_fake_reads_our_earlier_install_as_the_real_tools_do(plan, tmp_path, monkeypatch):
+    """The fake's partx and wipefs answers against the real tools on a loop device whose
+    GPT the real sgdisk wrote with the layout's own command."""
+    image = tmp_path / "disk.img"
+    subprocess.run(["truncate", "-s", "40G", str(image)], check=True)
+    subprocess.run(laid_out(str(image))[0], check=True, stdout=subprocess.DEVNULL)
+    loop = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
+                          text=True)
+    if loop.returncode != 0:
+        pytest.skip(f"no loop device: {loop.stderr.strip()}")
+    dev = loop.stdout.strip()
+    try:
+        real = read_disk(dev)
+    finally:
+        subprocess.run(["losetup", "--detach", dev])
+    with monkeypatch.context() as m:
+        m.setattr(subprocess, "run", FakeNode(ours(dev, plan)).run)
+        fake = read_disk(dev)
+    assert fake == real and real[2] == "ours"
+
+
+def read_disk(dev: str) -> tuple:
+    """partx's partitions (the last one's size aside: the fake does not know the disk's),
+    wipefs's signatures, and whose the disk is."""
+    layout = [dict(p, size=None) if p["number"] == 5 else p
+              for p in diskprobe.layout(Runner(), dev)]
+    return layout, diskprobe.signatures(Runner(), dev), diskprobe.owner(Runner(), dev)
 
 
 # -- the action types: schema, references, dispatch ------------------------------------------
