@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import os
+import pty
 import sqlite3
+import subprocess
 import tomllib
 
 import pytest
@@ -43,6 +45,43 @@ def cluster_from(data: dict, path: str = "test.toml") -> config.Cluster:
 @pytest.fixture
 def bookworm():
     return load_example("cluster.toml")
+
+
+# Every way a test could start another program. A unit test that reaches one fails (curtin's
+# tests/unittests/helpers.py idea): it would run a real tool by accident, or depend on one.
+SPAWNERS = [(subprocess, "Popen"), (os, "system"), (os, "posix_spawn"), (os, "posix_spawnp"),
+            (os, "fork"), (os, "forkpty"), (pty, "fork")] + \
+    [(os, name) for name in ("execl", "execle", "execlp", "execlpe", "execv", "execve",
+                             "execvp", "execvpe")]
+REAL_TOOLS_MARKS = ("integration", "vm", "allow_subprocess")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "allow_subprocess: a unit test that may run a harmless real program "
+        "(ssh-keygen, a Python child); anything needing root or the network is integration")
+
+
+def _refuse(test: str, what: str):
+    def refused(*args, **kwargs):
+        argv = args[0] if args else kwargs.get("args", "")
+        raise AssertionError(
+            f"{test} started a real program through {what}({argv!r}). Unit tests run none: "
+            f"give the code a fake (a Runner, a subprocess.run stand-in), or mark the test "
+            f"@pytest.mark.integration if it means to run real tools (or "
+            f"@pytest.mark.allow_subprocess for a harmless one such as ssh-keygen)")
+    return refused
+
+
+@pytest.fixture(autouse=True)
+def no_stray_subprocess(request, monkeypatch):
+    """Tests not marked integration, vm or allow_subprocess cannot start a program."""
+    if not any(request.node.get_closest_marker(m) for m in REAL_TOOLS_MARKS):
+        for module, name in SPAWNERS:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name,
+                                    _refuse(request.node.nodeid, f"{module.__name__}.{name}"))
+    yield
 
 
 class CommitFails:

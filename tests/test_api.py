@@ -26,6 +26,9 @@ from tests.serving import NETBOOT_SIZE, Server, render_outdir
 from installer.master import handoff
 from installer.cluster import layout
 
+# The master's SSH key pair is made with ssh-keygen for every served outdir.
+pytestmark = pytest.mark.integration
+
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPnn78oiACkS/RuNEECbmuqN5JM5YuykzKa8sbZ8ACtY"
 MAC = "52:54:00:20:02:22"            # node1 of the example
 DASHED = MAC.replace(":", "-")

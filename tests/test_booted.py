@@ -17,6 +17,9 @@ import pytest
 from installer.agent import booted, client
 from tests.vm.standin import StandinMaster
 
+# Host keys by ssh-keygen; the boot report runs in a Python child process.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def root(tmp_path):

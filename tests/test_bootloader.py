@@ -52,6 +52,7 @@ def test_the_newest_kernel_with_an_initrd_boots_root_by_uuid(root):
 
 
 @pytest.mark.skipif(not shutil.which("grub-script-check"), reason="grub-common not installed")
+@pytest.mark.integration
 def test_grub_parses_the_config(root):
     config_for(root)
     subprocess.run(["grub-script-check", str(root / "boot/grub/grub.cfg")], check=True)

@@ -471,6 +471,7 @@ def asker(text: str) -> list[str]:
     return ["python3", "-c", script, text]
 
 
+@pytest.mark.integration
 def test_the_papers_md5_question_is_answered_for_the_reported_key(tmp_path):
     key = sshkeys.parse(keygen(tmp_path / "ecdsa", "ecdsa"))
     # Figure 2.9 of the paper (OpenSSH 6 on wheezy): MD5 fingerprints, "(yes/no)?"
@@ -489,6 +490,7 @@ def test_the_papers_md5_question_is_answered_for_the_reported_key(tmp_path):
     assert "node2.project.edu (192.168.20.223)" in e.value.message
 
 
+@pytest.mark.integration
 def test_a_pam_password_prompt_is_a_failure_too():
     with pytest.raises(JoinError) as e:
         prompts.drive(asker("(root@node2.project.edu) Password: "), trusted=[],

@@ -17,6 +17,9 @@ import pytest
 from installer.agent import osinstall
 from installer.agent.proc import Runner
 
+# The payload is packed by the real zstd, and written by the real zstd and dd.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def served(tmp_path):
@@ -70,7 +73,6 @@ def test_a_missing_image_is_an_error_naming_the_url(served, tmp_path):
         osinstall.write_rootfs(image(base), str(tmp_path / "device"), Runner())
 
 
-@pytest.mark.integration
 def test_a_device_too_small_is_an_error_from_dd(served, tmp_path):
     base, _, _ = served
     small = tmp_path / "small"

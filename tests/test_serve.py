@@ -81,6 +81,7 @@ def outdir(tmp_path):
     return out
 
 
+@pytest.mark.integration
 def test_serve_answers_and_stops_on_sigterm(outdir, tmp_path):
     port = free_port()
     proc = Serve([example_path("cluster.toml"), str(outdir), "--state", str(tmp_path / "st"),
@@ -100,6 +101,7 @@ def test_serve_answers_and_stops_on_sigterm(outdir, tmp_path):
     assert oct(os.stat(tmp_path / "st" / "admin.token").st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.integration
 def test_serve_needs_a_rendered_outdir(tmp_path):
     code, out = Serve([example_path("cluster.toml"), str(tmp_path / "empty"), "--no-dhcp",
                        "--listen", f"127.0.0.1:{free_port()}", "--state",
@@ -108,6 +110,7 @@ def test_serve_needs_a_rendered_outdir(tmp_path):
     assert "has no plans: run ganeti-installer render" in out
 
 
+@pytest.mark.integration
 def test_serve_names_a_busy_http_port(outdir, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

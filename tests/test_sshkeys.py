@@ -11,6 +11,9 @@ import pytest
 
 from installer.cluster import sshkeys
 
+# Every key here is made by ssh-keygen, and fingerprints are checked against it.
+pytestmark = pytest.mark.integration
+
 
 def keygen(tmp_path, kind: str, name: str | None = None) -> str:
     path = tmp_path / (name or f"key_{kind}")

@@ -35,6 +35,7 @@ def server(tmp_path):
         yield s
 
 
+@pytest.mark.integration
 def test_status_json(server, capsys):
     assert cli.main(["status", "--url", server.url, "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
@@ -47,6 +48,7 @@ def test_status_json(server, capsys):
     assert [u["mac"] for u in got["unknown"]] == ["52:54:00:99:99:01"]
 
 
+@pytest.mark.integration
 def test_status_table(server, capsys):
     assert cli.main(["status", "--url", server.url]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -60,6 +62,7 @@ def test_status_table(server, capsys):
     assert "Machines not in the cluster file" in text and "52:54:00:99:99:01" in text
 
 
+@pytest.mark.integration
 def test_status_watch_prints_until_interrupted(server, monkeypatch):
     printed = []
     ticks = iter([None, KeyboardInterrupt])
@@ -97,6 +100,7 @@ def test_status_takes_the_url_from_the_cluster_file(monkeypatch, capsys):
     assert seen == ["http://10.99.0.1:8080"]
 
 
+@pytest.mark.integration
 def test_reinstall_through_the_running_master(server, capsys):
     server.state.set_state("node1", "joined", "")
     handoff.set_boot(server.opts.outdir, MAC, "local")
@@ -111,6 +115,7 @@ def test_reinstall_through_the_running_master(server, capsys):
     assert any("node1: marked for reinstall" in line for line in server.log)
 
 
+@pytest.mark.integration
 def test_reinstall_with_no_master_running_writes_the_state(tmp_path, capsys):
     out = tmp_path / "out"
     cluster = render_outdir(str(out))

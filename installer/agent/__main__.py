@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems[:20]:
             print(f"  {problem}", flush=True)
         url = plan.get("report", {}).get("url") if isinstance(plan, dict) else None
-        if isinstance(url, str):
+        if isinstance(url, str) and not args.dry_run:
             client.Reporter(url).event("plan", "failed", "; ".join(problems[:5]), final=True)
         return 4
     if not args.dry_run:
@@ -93,6 +93,9 @@ def _install(plan: dict, args) -> int:
         print("commands the install would run:", flush=True)
         for argv in inst.run.commands:
             print("  " + " ".join(argv), flush=True)
+        print("files the install would write:", flush=True)
+        for path in inst.run.files.written:
+            print("  " + path, flush=True)
         return 0
     if not args.first_boot:
         inst.unmount()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
 
 from installer.agent.target import Target
 
@@ -29,9 +28,7 @@ def set_kernel_args(t: Target, args: str) -> None:
         text = re.sub(r"^GRUB_CMDLINE_LINUX=.*$", line, text, flags=re.M)
     else:
         text += f"\n{line}\n"
-    with open(path + ".gi-new", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".gi-new", path)
+    t.run.files.write(path, text)
 
 
 def default_setting(t: Target, name: str, fallback: str) -> str:
@@ -57,7 +54,7 @@ def install_prepared(t: Target, disk: str, root_uuid: str, kernel_args: str,
     t.chroot(["grub-bios-setup", "--directory=/boot/grub/i386-pc", disk])
     if os.path.isdir(t.path("usr/lib/grub/x86_64-efi")) and os.path.ismount(t.path("boot/efi")):
         # EFI/BOOT/BOOTX64.EFI, the removable path: firmware finds it without an NVRAM entry.
-        os.makedirs(t.path("boot/efi/EFI/BOOT"), exist_ok=True)
+        t.run.files.makedirs(t.path("boot/efi/EFI/BOOT"))
         _core(t, "x86_64-efi", "/boot/efi/EFI/BOOT/BOOTX64.EFI", load_cfg, [])
         if efi:
             keep_network_first(t)
@@ -67,11 +64,9 @@ def install_prepared(t: Target, disk: str, root_uuid: str, kernel_args: str,
 def _core(t: Target, platform: str, output: str, load_cfg: str, extra: list) -> None:
     """The platform's modules in /boot/grub (the OS image has them there already), and its
     core image with root found by UUID."""
-    if not t.run.dry_run:
-        if not os.path.isdir(t.path(f"boot/grub/{platform}")):
-            shutil.copytree(t.path(f"usr/lib/grub/{platform}"), t.path(f"boot/grub/{platform}"))
-        with open(t.path(f"boot/grub/{platform}/load.cfg"), "w", encoding="utf-8") as f:
-            f.write(load_cfg)
+    if not os.path.isdir(t.path(f"boot/grub/{platform}")):
+        t.run.files.copytree(t.path(f"usr/lib/grub/{platform}"), t.path(f"boot/grub/{platform}"))
+    t.run.files.write(t.path(f"boot/grub/{platform}/load.cfg"), load_cfg)
     t.chroot(["grub-mkimage", f"--format={platform}", f"--directory=/usr/lib/grub/{platform}",
               f"--output={output}", f"--config=/boot/grub/{platform}/load.cfg",
               "--prefix=/boot/grub"] + extra + CORE_MODULES)
@@ -91,7 +86,9 @@ def newest_kernel(t: Target) -> str:
 
 def write_config(t: Target, root_uuid: str, kernel_args: str) -> None:
     """/boot/grub/grub.cfg with one entry, as update-grub would write it for this root."""
-    if t.run.dry_run:
+    path = t.path("boot/grub/grub.cfg")
+    if t.run.dry_run:   # its target holds no kernel to name: the path is listed, not written
+        t.run.files.write(path, "")
         return
     version = newest_kernel(t)
     timeout = default_setting(t, "GRUB_TIMEOUT", "5")
@@ -103,10 +100,7 @@ def write_config(t: Target, root_uuid: str, kernel_args: str) -> None:
             f"menuentry 'Debian GNU/Linux' --id gnulinux-simple-{root_uuid} {{\n"
             f"\tlinux /boot/vmlinuz-{version} root=UUID={root_uuid} ro {kernel_args} {extra}\n"
             f"\tinitrd /boot/initrd.img-{version}\n}}\n")
-    path = t.path("boot/grub/grub.cfg")
-    with open(path + ".gi-new", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".gi-new", path)
+    t.run.files.write(path, text)
 
 
 def install(t: Target, disk: str, kernel_args: str, efi: bool) -> None:

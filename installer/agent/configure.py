@@ -12,29 +12,25 @@ from installer.agent.booted import HOST_KEY_TYPES
 from installer.agent.target import Target
 
 
-
 def write_files(plan: dict, t: Target) -> None:
     for d in plan["directories"]:
-        os.makedirs(t.path(d["path"]), exist_ok=True)
-        os.chmod(t.path(d["path"]), int(d["mode"], 8))
+        t.run.files.makedirs(t.path(d["path"]), int(d["mode"], 8))
     for f in plan["files"]:
-        path = t.path(f["path"])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if os.path.islink(path):
-            os.remove(path)  # e.g. resolv.conf pointing into /run
-        tmp = path + ".gi-new"
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(f["content"])
-        os.chmod(tmp, int(f["mode"], 8))
-        os.replace(tmp, path)
+        t.run.files.write(t.path(f["path"]), f["content"], int(f["mode"], 8))
     for e in plan["edits"]:
-        apply_edit(t.path(e["path"]), e)
+        apply_edit(t, e)
 
 
-def apply_edit(path: str, edit: dict) -> None:
+def apply_edit(t: Target, edit: dict) -> None:
     """Replace the first line matching edit['match'], or add the line to its section."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    path = t.path(edit["path"])
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        if not t.run.dry_run:   # the OS owns this file: without it, the plan is wrong
+            raise
+        lines = []              # a dry run's target holds no OS
     pattern = re.compile(edit["match"])
     for i, line in enumerate(lines):
         if pattern.search(line):
@@ -47,8 +43,7 @@ def apply_edit(path: str, edit: dict) -> None:
             lines += [f"{edit['section']} {{", edit["line"], "}"]
         else:
             lines.insert(at + 1, edit["line"])
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    t.run.files.write(path, "\n".join(lines))
 
 
 def debconf(plan: dict, t: Target, disk: str) -> None:
@@ -91,8 +86,7 @@ def machine_id(t: Target) -> None:
                 return
     except OSError:
         pass
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(uuid.uuid4().hex + "\n")
+    t.run.files.write(path, uuid.uuid4().hex + "\n")
 
 
 def host_keys(t: Target) -> Dict[str, str]:
@@ -110,5 +104,4 @@ def fstab(t: Target, uuids: Dict[str, str]) -> None:
         lines.append(f"UUID={uuids['esp']}\t/boot/efi\tvfat\tumask=0077\t0\t1")
     if uuids.get("swap"):
         lines.append(f"UUID={uuids['swap']}\tnone\tswap\tsw\t0\t0")
-    with open(t.path("etc/fstab"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    t.run.files.write(t.path("etc/fstab"), "\n".join(lines) + "\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Set
 
 IGNORED_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd", "drbd")
 
@@ -49,7 +49,7 @@ def _from_udev(device) -> Disk:
         return value.decode().strip() if value else ""
 
     links = list(device.device_links)
-    by_path = next((l for l in links if l.startswith("/dev/disk/by-path/")), "")
+    by_path = next((link for link in links if link.startswith("/dev/disk/by-path/")), "")
     return Disk(
         devnode=device.device_node,
         size=int(attr("size") or 0) * 512,
@@ -78,7 +78,7 @@ def list_disks() -> List[Disk]:
 
 def boot_medium_disks() -> set:
     """Whole disks holding a mounted filesystem: the USB stick we booted from, for one."""
-    held = set()
+    held: Set[str] = set()
     try:
         with open("/proc/self/mounts", encoding="utf-8") as f:
             sources = [line.split()[0] for line in f if line.startswith("/dev/")]

@@ -13,12 +13,12 @@ import resource
 import subprocess
 from typing import Callable, List, Optional
 
-from installer.agent.version import __version__
 from installer.agent import booted, bootloader, configure, disks, hooks, journal, osinstall, rules
 from installer.agent.client import Reporter
 from installer.agent.proc import Runner
 from installer.agent.storage import Storage
 from installer.agent.target import Target
+from installer.agent.version import __version__
 
 STAGES = ["identify", "storage", "os", "configure", "bootloader", "finish"]
 # First-boot mode: the OS and its boot loader are there already (debian-installer made them).
@@ -52,18 +52,38 @@ def local_macs() -> List[str]:
     return macs
 
 
+class ConsoleReporter:
+    """A dry run's reporter: each event on the console, none to the master, whose state it
+    would move (an "installed" flips the node's PXE entry to local boot)."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+
+    def attach(self, target: str) -> None:
+        pass
+
+    def event(self, step: str, status: str, message: str = "", index: int = 0,
+              total: int = 0, final: bool = False, **extra) -> bool:
+        self.log(f"[{index}/{total}] {step}: {status}{' - ' + message if message else ''}")
+        return True
+
+
 class Installer:
     def __init__(self, plan: dict, reporter: Reporter, *, target: str = "/target",
                  dry_run: bool = False, log: Callable[[str], None] = print,
-                 list_disks=disks.list_disks, macs=local_macs, first_boot: bool = False):
-        self.plan, self.reporter, self.target, self.log = plan, reporter, target, log
+                 list_disks: Optional[Callable[[], List[disks.Disk]]] = None,
+                 macs: Optional[Callable[[], List[str]]] = None, first_boot: bool = False):
+        self.plan, self.target, self.log = plan, target, log
+        self.reporter = ConsoleReporter(log) if dry_run else reporter
         self.first_boot = first_boot
         self.stages = FIRST_BOOT_STAGES if first_boot else STAGES
         if first_boot:
             self.target = "/"
         self.run = Runner(dry_run=dry_run, log=log)
         self.journal = journal.Journal(plan)
-        self.list_disks, self.macs = list_disks, macs
+        # Looked up at each call, not bound here: tests replace the module's functions.
+        self.list_disks = list_disks or (lambda: disks.list_disks())
+        self.macs = macs or (lambda: local_macs())
         self.disk: Optional[disks.Disk] = None
         self.storage: Optional[Storage] = None
         self.host_keys: dict = {}
@@ -91,9 +111,9 @@ class Installer:
         return {k: v for k, v in disk["match"].items() if k != "largest"}
 
     def storage_stage(self) -> None:
-        hooks.run_phase(self.plan, "pre-partition", self.target, self._hook_report)
-        self.storage = Storage(self.plan, self.disk, self.run, self.target,
-                               keep_root=lambda dev: journal.root_done(dev, self.plan))
+        self._hooks("pre-partition")
+        self.storage = Storage(self.plan, self._disk(), self.run, self.target,
+                               keep_root=lambda dev: journal.root_done(dev, self.plan, self.run))
         report = lambda name: self.reporter.event(f"storage/{name}", "running")  # noqa: E731
         if self.first_boot:
             self.storage.claim_free(report, MIN_VG)
@@ -102,16 +122,17 @@ class Installer:
         if not self.run.dry_run:
             self.journal.attach(self.target)
             self.reporter.attach(self.target)
-        hooks.run_phase(self.plan, "post-partition", self.target, self._hook_report)
+        self._hooks("post-partition")
 
     def os_stage(self) -> None:
         inst = self.plan["install"]
         if inst["method"] == "image":
             # Root's blocks are overwritten: unmount it, and keep the journal and the report
             # outbox (both in memory too) on the new file system once it is mounted again.
-            self.storage.unmount()
-            osinstall.write_rootfs(inst["image"], self.storage.root_device(), self.run)
-            self.storage.mount()
+            storage = self._storage()
+            storage.unmount()
+            osinstall.write_rootfs(inst["image"], storage.root_device(), self.run)
+            storage.mount()
             if not self.run.dry_run:
                 self.journal.attach(self.target)
                 self.reporter.attach(self.target)
@@ -126,20 +147,19 @@ class Installer:
     def configure_stage(self) -> None:
         with Target(self.target, self.run) as t:
             configure.write_files(self.plan, t)
-            configure.debconf(self.plan, t, self.disk.devnode)
+            configure.debconf(self.plan, t, self._disk().devnode)
             configure.install_packages(self.plan, t)
             configure.write_files(self.plan, t)  # again: packages may ship the same paths
             configure.set_root_password(self.plan, t)
             configure.machine_id(t)
             self.host_keys = configure.host_keys(t)
             if self.plan["release"]["init"] == "systemd":   # wheezy's sysvinit: not yet
-                report = self.plan["report"]
-                booted.install(t.root, report.get("boot_url", report["url"]),
-                               report.get("token"))
+                self._boot_report(t)
             if not self.first_boot:     # debian-installer wrote the fstab of its own layout
-                configure.fstab(t, {k: self.storage.uuid(f"fmt-{k}")
-                                    for k in ("root", "esp", "swap")
-                                    if f"fmt-{k}" in self.storage.devices})
+                storage = self._storage()
+                configure.fstab(t, {k: storage.uuid(rules.format_id(k))
+                                    for k in (rules.ROOT, rules.ESP, rules.SWAP)
+                                    if rules.format_id(k) in storage.devices})
 
     def drbd_stage(self) -> str:
         """Load drbd now, with the options just written (an install gets them at its boot)."""
@@ -158,21 +178,42 @@ class Installer:
         efi = os.path.isdir("/sys/firmware/efi")
         with Target(self.target, self.run) as t:
             if self.plan["install"]["method"] == "image":
-                bootloader.install_prepared(t, self.disk.devnode, self.storage.root_uuid(),
+                bootloader.install_prepared(t, self._disk().devnode, self._storage().root_uuid(),
                                             args, efi)
             else:   # the release's own grub-install and update-grub (wheezy's GRUB too)
-                bootloader.install(t, self.disk.devnode, args, efi)
-        hooks.run_phase(self.plan, "post-install", self.target, self._hook_report)
+                bootloader.install(t, self._disk().devnode, args, efi)
+        self._hooks("post-install")
 
     def finish_stage(self) -> None:
-        hooks.run_phase(self.plan, "pre-reboot", self.target, self._hook_report)
+        self._hooks("pre-reboot")
         if not self.host_keys:
             with Target(self.target, self.run) as t:
                 self.host_keys = configure.host_keys(t)
-        if self.first_boot and not self.run.dry_run:
-            path = os.path.join(self.target, INSTALLED)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(journal.plan_hash(self.plan) + "\n")
+        if self.first_boot:
+            self.run.files.write(os.path.join(self.target, INSTALLED),
+                                 journal.plan_hash(self.plan) + "\n")
+
+    def _disk(self) -> disks.Disk:
+        if self.disk is None:   # identify runs first, after every restart: a bug if not
+            raise RuntimeError("no install disk chosen: the identify stage did not run")
+        return self.disk
+
+    def _storage(self) -> Storage:
+        if self.storage is None:
+            raise RuntimeError("no storage laid out: the storage stage did not run")
+        return self.storage
+
+    def _boot_report(self, t: Target) -> None:
+        """The boot report's unit and settings on the new system (booted.install)."""
+        report = self.plan["report"]
+        if self.run.dry_run:    # booted.install writes directly: list what it would write
+            for path in (booted.LIB, booted.REPORT_CONF, f"etc/systemd/system/{booted.UNIT_NAME}"):
+                self.run.files.write(t.path(path), "")
+            return
+        booted.install(t.root, report.get("boot_url", report["url"]), report.get("token"))
+
+    def _hooks(self, phase: str) -> None:
+        hooks.run_phase(self.plan, phase, self.target, self._hook_report, self.run)
 
     # -- driver -----------------------------------------------------------------------------
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 from typing import Optional
+
+from installer.agent.files import write_atomically
+from installer.agent.proc import CommandFailed, Runner
 
 JOURNAL = "var/lib/ganeti-installer/journal.json"
 
@@ -48,45 +50,52 @@ class Journal:
         self._save()
 
     def _save(self) -> None:
-        if not self.path:
-            return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"plan": self.hash, "done": self.done}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        # The rename is durable only once its directory is: without this, ext4 commits it
-        # up to five seconds later, and a power cut in that window loses the step.
-        fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.path:
+            write_atomically(self.path, json.dumps({"plan": self.hash, "done": self.done}),
+                             durable=True)
 
 
 def read(path: str) -> Optional[dict]:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return _journal(f.read())
     except (OSError, ValueError):
         return None
 
 
-def root_done(device: str, plan: dict, step: str = "os") -> bool:
+def _journal(text: str) -> Optional[dict]:
+    """The journal in `text`; None for anything else (a cut mid-write, another file)."""
+    data = json.loads(text)
+    return data if isinstance(data, dict) else None
+
+
+def root_done(device: str, plan: dict, run: Runner, step: str = "os") -> bool:
     """Whether the root filesystem on `device` already holds a finished `step` of this plan."""
-    probe = subprocess.run(["blkid", "--match-tag", "TYPE", "--output", "value", device],
-                           stdout=subprocess.PIPE, universal_newlines=True)
-    if probe.stdout.strip() != "ext4":
+    if run.read(["blkid", "-p", "--match-tag", "TYPE", "--output", "value", device],
+                check=False).strip() != "ext4":
         return False
-    where = tempfile.mkdtemp(prefix="gi-probe-")
-    if subprocess.run(["mount", "-o", "ro", device, where]).returncode != 0:
-        os.rmdir(where)
-        return False
-    try:
-        data = read(os.path.join(where, JOURNAL))
-    finally:
-        subprocess.run(["umount", where])
-        os.rmdir(where)
+    data = _read_on(device, run)
     return bool(data and data.get("plan") == plan_hash(plan) and step in data.get("done", []))
+
+
+def _read_on(device: str, run: Runner) -> Optional[dict]:
+    """The journal on the ext4 `device`. A real run mounts it read-only, which replays the
+    file system's own journal: a step marked just before a power cut may be there only. A
+    dry run must not write even that, so it asks debugfs (which may then miss that step)."""
+    if run.dry_run:
+        out = run.read(["debugfs", "-R", f"cat /{JOURNAL}", device], check=False)
+        try:
+            return _journal(out)
+        except ValueError:
+            return None
+    where = tempfile.mkdtemp(prefix="gi-probe-")
+    try:
+        run.read(["mount", "-o", "ro", device, where])
+    except CommandFailed:
+        os.rmdir(where)
+        return None
+    try:
+        return read(os.path.join(where, JOURNAL))
+    finally:
+        run.read(["umount", where], check=False)
+        os.rmdir(where)

@@ -11,6 +11,8 @@ import json
 import os
 import re
 
+from installer.agent import storage  # the action types know their references
+
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plan.schema.json")
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 _KNOWN = {"$schema", "$id", "title", "$defs", "$ref", "type", "required", "properties",
@@ -92,19 +94,8 @@ class _Validator:
 
 
 def _references(plan: dict) -> list[str]:
-    """Storage actions may only name actions defined before them."""
-    seen: set = set()
-    out = []
-    for i, action in enumerate(plan.get("storage", {}).get("actions", [])):
-        where = f"plan.storage.actions[{i}]"
-        refs = [action.get(k) for k in ("device", "volume") if k in action]
-        refs += action.get("devices", [])
-        out += [f"{where}: refers to {r!r}, which no earlier action defines"
-                for r in refs if r not in seen]
-        if action.get("id") in seen:
-            out.append(f"{where}: id {action.get('id')!r} is used twice")
-        seen.add(action.get("id"))
-    return out
+    """Storage actions may only name earlier actions, of the types each field takes."""
+    return storage.problems(plan.get("storage", {}).get("actions", []))
 
 
 def check(plan, schema: dict | None = None) -> list[str]:

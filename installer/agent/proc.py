@@ -1,10 +1,13 @@
 """Running commands on the node: every change goes through a Runner, so a dry run prints the
-exact command list (as FAI's setup-storage -X does) and a real run logs what it did."""
+exact command list (as FAI's setup-storage -X does) and a real run logs what it did. Files
+the install writes go through its Writer (`runner.files`), for the same reason."""
 
 from __future__ import annotations
 
 import subprocess
 from typing import Callable, List, Optional, Sequence
+
+from installer.agent.files import Writer
 
 
 class CommandFailed(Exception):
@@ -24,18 +27,25 @@ class Runner:
         self.dry_run = dry_run
         self.log = log or (lambda line: None)
         self.commands: List[List[str]] = []
+        self.files = Writer(dry_run)
 
     def _run(self, argv, *, input=None, env=None, check=True, timeout=None, merge=True):
         """Run argv; `merge` folds stderr into the output (for logs), else it is kept apart."""
         proc = subprocess.run(list(argv), input=input, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                              universal_newlines=True, timeout=timeout)
+                              text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise CommandFailed(argv, proc.returncode, proc.stdout + (proc.stderr or ""))
         return proc
 
     def read(self, argv: Sequence[str], *, check: bool = True, env=None) -> str:
         return self._run(argv, check=check, env=env, merge=False).stdout
+
+    def record(self, argv: Sequence[str]) -> bool:
+        """List a change this runner does not run itself (a pipeline, a hook); whether to
+        go on and make it (False in a dry run)."""
+        self.commands.append(list(argv))
+        return not self.dry_run
 
     def change(self, argv: Sequence[str], *, input: Optional[str] = None, env=None,
                timeout=None) -> str:

@@ -10,3 +10,23 @@ MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 MAC_ANY = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}|[0-9a-f]{2}(-[0-9a-f]{2}){5}")
 MIN_VG_BYTES = 20 << 30          # Ganeti refuses a smaller volume group at gnt-cluster init
 PLAN_ARG = "installer.plan"      # the kernel argument that names the plan's URL
+
+# Storage: the ids the build side gives a plan's actions and the agent looks up, and the GPT
+# name the agent gives each partition it makes (`gi-<action id>`): a disk whose partitions all
+# carry that prefix is ours to re-partition.
+GPT_NAME_PREFIX = "gi-"
+DISK_ID = "disk0"
+BIOS_GRUB, ESP, SWAP, ROOT, PV = "bios-grub", "esp", "swap", "root", "pv0"
+
+
+def format_id(volume: str) -> str:
+    """The id of the action that makes the file system on partition `volume`."""
+    return f"fmt-{volume}"
+
+
+def mount_id(volume: str) -> str:
+    return f"mnt-{volume}"
+
+
+def vg_id(vg: str) -> str:
+    return f"vg-{vg}"

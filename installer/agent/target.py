@@ -4,7 +4,6 @@ bound in, no daemon started by a package's maintainer script, the netboot image'
 from __future__ import annotations
 
 import os
-import shutil
 from typing import List
 
 from installer.agent.proc import Runner
@@ -20,7 +19,7 @@ class Target:
     def path(self, p: str) -> str:
         return os.path.join(self.root, p.lstrip("/"))
 
-    def __enter__(self) -> "Target":
+    def __enter__(self) -> Target:
         if self.root == "/":
             return self  # first-boot mode: we are the installed system
         binds = [("proc", "proc", ["-t", "proc", "proc"]), ("sys", "sys", ["-t", "sysfs", "sys"]),
@@ -28,7 +27,7 @@ class Target:
                  ("run", "run", ["-t", "tmpfs", "tmpfs"])]
         for _, sub, args in binds:
             where = self.path(sub)
-            os.makedirs(where, exist_ok=True)
+            self.run.files.makedirs(where)
             if not os.path.ismount(where):
                 self.run.change(["mount"] + args + [where])
                 self.mounted.append(where)
@@ -36,33 +35,28 @@ class Target:
         if os.path.isdir(efivars) and os.listdir(efivars):
             self.run.change(["mount", "-t", "efivarfs", "efivarfs", self.path(efivars)])
             self.mounted.append(self.path(efivars))
-        self._write("usr/sbin/policy-rc.d", POLICY, 0o755)
+        files = self.run.files
+        files.write(self.path("usr/sbin/policy-rc.d"), POLICY, 0o755)
         resolv = self.path("etc/resolv.conf")
         if os.path.lexists(resolv):
-            os.replace(resolv, resolv + ".gi-saved")
+            files.replace(resolv, resolv + ".gi-saved")
         if os.path.exists("/etc/resolv.conf"):
-            shutil.copyfile("/etc/resolv.conf", resolv)
+            files.copy("/etc/resolv.conf", resolv)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.root == "/":
             return
+        files = self.run.files
         resolv = self.path("etc/resolv.conf")
         if os.path.lexists(resolv + ".gi-saved"):
-            os.replace(resolv + ".gi-saved", resolv)
+            files.replace(resolv + ".gi-saved", resolv)
         policy = self.path("usr/sbin/policy-rc.d")
         if os.path.exists(policy):
-            os.remove(policy)
+            files.remove(policy)
         for where in reversed(self.mounted):
             self.run.change(["umount", "--lazy", where])
         self.mounted.clear()
-
-    def _write(self, rel: str, content: str, mode: int) -> None:
-        path = self.path(rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(content)
-        os.chmod(path, mode)
 
     def chroot(self, argv: List[str], *, input=None, env=None) -> str:
         env = dict(env or os.environ, DEBIAN_FRONTEND="noninteractive",

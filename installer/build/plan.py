@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import jinja2
 
+from installer.agent import rules
 from installer.agent.version import __version__
 from installer.build import resources
 from installer.cluster import sizes
@@ -139,25 +140,25 @@ class PlanRenderer:
 
     def _storage(self) -> dict:
         st = self.cluster.storage
-        parts = [("bios-grub", BIOS_GRUB_SIZE, "bios_grub"), ("esp", ESP_SIZE, "esp")]
+        parts = [(rules.BIOS_GRUB, BIOS_GRUB_SIZE, "bios_grub"), (rules.ESP, ESP_SIZE, "esp")]
         if st.swap:
-            parts.append(("swap", st.swap, "swap"))
-        parts += [("root", st.root, "linux"), ("pv0", None, "lvm")]
-        actions: list[dict] = [{"id": "disk0", "type": "disk", "ptable": "gpt",
+            parts.append((rules.SWAP, st.swap, "swap"))
+        parts += [(rules.ROOT, st.root, "linux"), (rules.PV, None, "lvm")]
+        actions: list[dict] = [{"id": rules.DISK_ID, "type": "disk", "ptable": "gpt",
                                 "match": dict(st.disk) or {"largest": True}, "wipe": st.wipe}]
         for number, (pid, size, flag) in enumerate(parts, start=1):
-            actions.append({"id": pid, "type": "partition", "device": "disk0",
+            actions.append({"id": pid, "type": "partition", "device": rules.DISK_ID,
                             "number": number, "size": size, "flag": flag})
-        actions.append({"id": f"vg-{st.vg}", "type": "lvm_volgroup", "name": st.vg,
-                        "devices": ["pv0"]})
-        actions.append({"id": "fmt-esp", "type": "format", "volume": "esp", "fstype": "vfat"})
-        if st.swap:
-            actions.append({"id": "fmt-swap", "type": "format", "volume": "swap",
-                            "fstype": "swap"})
-        actions.append({"id": "fmt-root", "type": "format", "volume": "root", "fstype": "ext4"})
-        actions.append({"id": "mnt-root", "type": "mount", "device": "fmt-root", "path": "/"})
-        actions.append({"id": "mnt-esp", "type": "mount", "device": "fmt-esp",
-                        "path": "/boot/efi"})
+        actions.append({"id": rules.vg_id(st.vg), "type": "lvm_volgroup", "name": st.vg,
+                        "devices": [rules.PV]})
+        formats = [(rules.ESP, "vfat")] + ([(rules.SWAP, "swap")] if st.swap else []) + \
+            [(rules.ROOT, "ext4")]
+        for volume, fstype in formats:
+            actions.append({"id": rules.format_id(volume), "type": "format", "volume": volume,
+                            "fstype": fstype})
+        for volume, path in ((rules.ROOT, "/"), (rules.ESP, "/boot/efi")):
+            actions.append({"id": rules.mount_id(volume), "type": "mount",
+                            "device": rules.format_id(volume), "path": path})
         return {"min_disk": BIOS_GRUB_SIZE + ESP_SIZE + st.swap + st.root + 20 * sizes.GiB,
                 "actions": actions}
 
