@@ -117,9 +117,11 @@ def dib_cache() -> Path:
 
 @contextlib.contextmanager
 def dib_lock(progress) -> Iterator[None]:
-    """One diskimage-builder build at a time on this machine: two at once fail on the apt
-    cache they share. A lock file (not a lock of this process) so two `build`s, or the tests
-    beside a build, wait for each other; the kernel drops it when its holder dies."""
+    """One image build at a time on this machine: two diskimage-builder runs at once fail on
+    the apt cache they share, and two builds of one cache entry would write the same work
+    directory. A lock file (not a lock of this process) so two `build`s, or the tests beside
+    a build, wait for each other; the kernel drops it when its holder dies. Not re-entrant:
+    take it once, around the whole check-and-build of a cache entry."""
     path = dib_cache() / "ganeti-installer.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
@@ -145,7 +147,7 @@ def _run_dib(name: str, elements: list[str], workdir: Path, env: dict, progress)
     # with it PackageKit, GLib and ICU (~100 MB) that neither image uses.
     cmd = [_dib_command(), "-n", "-a", "amd64", "-t", "tar", "-o", str(workdir / name),
            *elements]
-    with dib_lock(progress), open(log, "w", encoding="utf-8") as out:
+    with open(log, "w", encoding="utf-8") as out:
         start = last = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
@@ -257,11 +259,16 @@ def build_netboot(outdir: str, *, mirror: str, security_mirror: str | None,
     key = input_key("netboot", elements, release=NETBOOT_RELEASE, mirror=mirror,
                     security=security_mirror)
     cached = cache_dir() / f"netboot-{key}"
-    hit = (cached / "base.cpio.zst").exists() and (cached / "vmlinuz").exists()
+    def ready() -> bool:
+        return (cached / "base.cpio.zst").exists() and (cached / "vmlinuz").exists()
+    hit = ready()
     if not hit:
-        progress(f"building the netboot image (Debian {NETBOOT_RELEASE}, diskimage-builder); "
-                 "a few minutes")
-        _build_netboot_base(cached, elements, mirror, security_mirror, proxy, progress)
+        with dib_lock(progress):
+            if not ready():         # another build may have made it while this one waited
+                progress(f"building the netboot image (Debian {NETBOOT_RELEASE}, "
+                         "diskimage-builder); a few minutes")
+                _build_netboot_base(cached, elements, mirror, security_mirror, proxy,
+                                    progress)
     out = Path(outdir) / "netboot"
     out.mkdir(parents=True, exist_ok=True)
     kernel = _place(cached / "vmlinuz", out / "vmlinuz")
@@ -318,17 +325,19 @@ def build_os_image(outdir: str, *, release: str, packages: list[str], mirror: st
     key = input_key("os", elements, release=release, packages=sorted(packages),
                     mirror=mirror, security=security_mirror)
     cached = cache_dir() / f"os-{release}-{key}"
-    hit = (cached / "root.tar.zst").exists()
-    if not hit:
-        probe_mirror(mirror, release)
-        progress(f"building the {release} OS image ({len(packages)} node packages, "
-                 "diskimage-builder); a few minutes")
-        _build_os_base(cached, release, elements, packages, mirror, security_mirror, proxy,
-                       progress)
-    fs_hit = (cached / f"root.{ROOTFS_VERSION}.ext4.zst").exists()
-    if not fs_hit:
-        progress(f"  os: making the {release} root file system from the tree")
-        _build_rootfs(cached, progress)
+    tree, rootfs = cached / "root.tar.zst", cached / f"root.{ROOTFS_VERSION}.ext4.zst"
+    hit, fs_hit = tree.exists(), rootfs.exists()
+    if not (hit and fs_hit):
+        with dib_lock(progress):    # the cache entry is written by one build at a time
+            if not tree.exists():
+                probe_mirror(mirror, release)
+                progress(f"building the {release} OS image ({len(packages)} node packages, "
+                         "diskimage-builder); a few minutes")
+                _build_os_base(cached, release, elements, packages, mirror, security_mirror,
+                               proxy, progress)
+            if not rootfs.exists():
+                progress(f"  os: making the {release} root file system from the tree")
+                _build_rootfs(cached, progress)
     out = Path(outdir) / "images"
     out.mkdir(parents=True, exist_ok=True)
     made = {}
