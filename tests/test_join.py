@@ -27,6 +27,7 @@ from installer.cluster import sshkeys
 from installer.master import statedir
 from installer.master.join.joiner import Joiner
 from installer.master.join.errors import JoinError
+from installer.master.nodes import NodeState
 from installer.master.join.remote import Remote
 from tests.conftest import load_example
 
@@ -729,13 +730,13 @@ def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joine
         hook = JoinHook(joiner.cluster, joiner.state_dir, port=fresh.port,
                         timeouts=joiner.timeouts)
         hook(state, state.node("node2"))            # before the cluster exists: it waits
-        assert state.node("node2")["state"] == "booted"
+        assert state.node("node2").state == "booted"
         assert "waiting for the master node1" in state.events("node2")[-1]["message"]
         assert not [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]]
         # node2 will be another machine once the master exists (see bootstrapped())
         hook(state, state.node("node1"))
-        assert state.node("node1")["state"] == "joined", state.node("node1")
-        assert state.node("node2")["state"] == "joined", state.events("node2")[-5:]
+        assert state.node("node1").state == "joined", state.node("node1")
+        assert state.node("node2").state == "joined", state.events("node2")[-5:]
         assert ["gnt-node", "add", "node2.project.edu"] in calls(fresh)
         steps = [(e["step"], e["status"]) for e in state.events("node2")]
         assert ("join", "joining") in steps and steps[-1] == ("join", "joined")
@@ -744,10 +745,10 @@ def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joine
         # node2's own report, which waited on the hook's lock while the master's turn
         # joined it, arrives now with its snapshot from before: nothing is run again.
         adds = [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]]
-        stale = dict(state.node("node2"), state="booted")
+        stale = dataclasses.replace(state.node("node2"), state=NodeState.BOOTED)
         hook(state, stale)
         assert [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]] == adds
-        assert state.node("node2")["state"] == "joined"
+        assert state.node("node2").state == "joined"
     finally:
         state.close()
 
@@ -764,7 +765,7 @@ def test_the_hook_marks_a_refused_join_failed_with_its_kind(fresh, joiner, tmp_p
         JoinHook(joiner.cluster, joiner.state_dir, port=fresh.port,
                  timeouts=joiner.timeouts)(state, state.node("node1"))
         node = state.node("node1")
-        assert node["state"] == "failed" and node["message"].startswith("host-key: "), node
+        assert node.state == "failed" and node.message.startswith("host-key: "), node
     finally:
         state.close()
 
@@ -796,11 +797,11 @@ def test_a_join_serve_stops_is_ended_and_runs_again_at_the_next_start(fresh, joi
         serve.stop_joins(service, timeout=20)
         assert time.monotonic() - start < 10 and not service.running
         node1 = state.node("node1")
-        assert node1["state"] == "joining", node1
+        assert node1.state == "joining", node1
         assert state.events("node1")[-1]["message"].startswith(STOPPED)
-        assert state.node("node2")["state"] == "booted"     # never started
-        assert [n["name"] for n in serve.requeue_joins(state)] == ["node1", "node2"]
-        assert state.node("node1")["state"] == "booted"
+        assert state.node("node2").state == "booted"     # never started
+        assert [n.name for n in serve.requeue_joins(state)] == ["node1", "node2"]
+        assert state.node("node1").state == "booted"
     finally:
         service.close()
         state.close()
