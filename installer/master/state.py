@@ -5,6 +5,9 @@ Every change is one transaction, so a restart of `serve` (or a crash) loses noth
 acknowledged. Other processes may open the same file: the join component and the `reinstall`
 command change a node through the same methods, and SQLite serialises the writers. Every
 change of a node's state is checked against installer.master.nodes.TRANSITIONS.
+
+The file carries its schema version (PRAGMA user_version); opening an older one migrates it
+(MIGRATIONS), a newer one is refused.
 """
 
 from __future__ import annotations
@@ -24,23 +27,32 @@ from installer.master.nodes import JOIN_STATES, NodeRow, NodeState, check
 
 UNKNOWN_KEEP = 1024             # a flood of made-up MACs cannot grow the table past this
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nodes (
+# -- schema -----------------------------------------------------------------------------------
+# Version 0: the release before schema versions (no user_version). Version 1: nodes.state
+# may hold only a NodeState. A later version adds a step to MIGRATIONS and leaves these
+# texts as they are: the step from 0 to 1 makes exactly this table.
+SCHEMA_VERSION = 1
+V1_STATES = ("pending", "installing", "installed", "booted", "joining", "joined", "failed")
+NODES_V1 = """CREATE TABLE {table} (
     name TEXT PRIMARY KEY,
     mac TEXT NOT NULL UNIQUE,
     ip TEXT NOT NULL,
     token TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ({states})),
     step TEXT NOT NULL DEFAULT '',
     idx INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
     attempt INTEGER NOT NULL DEFAULT 0,
     attempt_time REAL NOT NULL DEFAULT 0,    -- the node's clock at its install started
     message TEXT NOT NULL DEFAULT '',
-    host_keys TEXT NOT NULL DEFAULT '{}',
+    host_keys TEXT NOT NULL DEFAULT '{{}}',
     updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS steps (
+)"""
+NODE_COLUMNS = ("name", "mac", "ip", "token", "state", "step", "idx", "total", "attempt",
+                "attempt_time", "message", "host_keys", "updated")
+TABLES = (
+    NODES_V1.format(table="nodes", states=", ".join(f"'{s}'" for s in V1_STATES)),
+    """CREATE TABLE steps (
     node TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     step TEXT NOT NULL,
@@ -51,8 +63,8 @@ CREATE TABLE IF NOT EXISTS steps (
     started REAL NOT NULL,
     updated REAL NOT NULL,
     PRIMARY KEY (node, attempt, step)
-);
-CREATE TABLE IF NOT EXISTS events (
+)""",
+    """CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -65,16 +77,62 @@ CREATE TABLE IF NOT EXISTS events (
     node_time REAL NOT NULL,
     received REAL NOT NULL,
     authenticated INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_node ON events (node, node_time);
-CREATE TABLE IF NOT EXISTS unknown (
+)""",
+    "CREATE INDEX events_by_node ON events (node, node_time)",
+    """CREATE TABLE unknown (
     mac TEXT PRIMARY KEY,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
     count INTEGER NOT NULL,
     source TEXT NOT NULL
-);
-"""
+)""",
+)
+
+
+def _v0_to_v1(db: sqlite3.Connection, path: str) -> None:
+    """nodes gets its CHECK on state: SQLite adds none to a table, so the table is rebuilt."""
+    marks = ",".join("?" * len(V1_STATES))
+    for row in db.execute(f"SELECT name, state FROM nodes WHERE state NOT IN ({marks})",
+                          V1_STATES):
+        raise InstallerError(f"{path}: node {row['name']} has the state {row['state']!r}, "
+                             "which no release of ganeti-installer writes: move state.db "
+                             "aside to start over (every node then installs again)")
+    states = ", ".join(f"'{s}'" for s in V1_STATES)
+    columns = ", ".join(NODE_COLUMNS)
+    db.execute(NODES_V1.format(table="nodes_v1", states=states))
+    db.execute(f"INSERT INTO nodes_v1 ({columns}) SELECT {columns} FROM nodes")
+    db.execute("DROP TABLE nodes")
+    db.execute("ALTER TABLE nodes_v1 RENAME TO nodes")
+
+
+# MIGRATIONS[v] brings a database from version v to v + 1, inside the opening transaction.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (_v0_to_v1,)
+
+
+def _known_version(db: sqlite3.Connection, path: str) -> int:
+    """The file's schema version; InstallerError if this code is too old for it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise InstallerError(
+            f"{path} has schema version {version}, newer than this ganeti-installer knows "
+            f"({SCHEMA_VERSION}): a newer release wrote it; run that release (or a later "
+            "one), or give this one another --state directory")
+    return version
+
+
+def upgrade(db: sqlite3.Connection, path: str) -> int:
+    """Create the tables of a new database or migrate an older one; the version it had."""
+    version = _known_version(db, path)
+    new = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nodes'"
+                     ).fetchone() is None
+    if new:
+        for ddl in TABLES:
+            db.execute(ddl)
+    else:
+        for migrate in MIGRATIONS[version:]:
+            migrate(db, path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return version
 
 
 class State:
@@ -93,10 +151,12 @@ class State:
         except sqlite3.Error as e:
             raise self._unopened(e) from None
         try:
+            _known_version(self.db, path)   # before WAL mode: a newer file stays as it is
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged report survives a power cut of the master too.
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
+            with self.transaction() as db:  # IMMEDIATE: a second opener waits, then sees it
+                upgrade(db, path)
         except sqlite3.Error as e:
             self.db.close()
             raise self._unopened(e) from None
