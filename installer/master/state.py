@@ -244,6 +244,16 @@ class State:
         return outcomes
 
     @contextmanager
+    def _writer(self) -> Iterator[sqlite3.Connection]:
+        """The caller's transaction when there is one (no savepoint: a report's few writes
+        cost what they did as plain SQL), else one of its own."""
+        if getattr(self._local, "writing", False):
+            yield self.db
+        else:
+            with self.transaction() as db:
+                yield db
+
+    @contextmanager
     def _writing(self) -> Iterator[None]:
         self._local.writing = True
         try:
@@ -356,11 +366,10 @@ class State:
         unknown = set(change) - set(_CHANGEABLE)
         if unknown:
             raise ValueError(f"update_node: no such node field(s) {', '.join(sorted(unknown))}")
-        with self.transaction() as db:
-            node = self.require(name, "update_node")
+        with self._writer() as db:
             if "state" in change:
                 change = dict(change, state=NodeState(change["state"]))
-                check(name, node.state, change["state"])
+                check(name, self.require(name, "update_node").state, change["state"])
             values = [json.dumps(v) if k == "host_keys" else v for k, v in change.items()]
             sets = ", ".join(f"{_CHANGEABLE[k]} = ?" for k in change)
             db.execute(f"UPDATE nodes SET {sets}, updated = ? WHERE name = ?",
@@ -371,7 +380,7 @@ class State:
     def save_step(self, name: str, attempt: int, step: str, status: str, index: int,
                   total: int, message: str, now: float) -> None:
         """The step's latest status in the node's attempt (begun now if it is new)."""
-        with self.transaction() as db:
+        with self._writer() as db:
             db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                        "ON CONFLICT (node, attempt, step) DO UPDATE SET status = "
                        "excluded.status, idx = excluded.idx, total = excluded.total, "
@@ -381,7 +390,7 @@ class State:
     def add_event(self, name: str, attempt: int, step: str, status: str, message: str, *,
                   index: int = 0, total: int = 0, final: bool = False, node_time: float,
                   received: float, authenticated: bool) -> None:
-        with self.transaction() as db:
+        with self._writer() as db:
             db.execute("INSERT INTO events (node, attempt, step, status, message, idx, total, "
                        "final, node_time, received, authenticated) "
                        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
