@@ -88,5 +88,5 @@ class Server:
     def snapshot(self) -> tuple:
         """Everything a refused request must leave as it was."""
         nodes = self.state.nodes()
-        return (nodes, [self.state.events(n["name"]) for n in nodes], self.state.unknown(),
-                [handoff.boot_form(self.opts.outdir, n["mac"]) for n in nodes])
+        return (nodes, [self.state.events(n.name) for n in nodes], self.state.unknown(),
+                [handoff.boot_form(self.opts.outdir, n.mac) for n in nodes])

@@ -23,6 +23,7 @@ from installer.agent.client import Reporter
 from installer.agent.install import usage
 from tests.conftest import CommitFails
 from tests.serving import NETBOOT_SIZE, Server, render_outdir
+from tests.test_state import joined as joined_node
 from installer.master import handoff
 from installer.cluster import layout
 
@@ -90,17 +91,17 @@ def test_a_plan_by_mac_carries_the_token_and_the_masters_key(server):
     assert got["node"]["name"] == "node1"
     assert got["report"] == {"url": "http://10.99.0.1:8080/api/v1/nodes/node1",
                              "boot_url": "http://192.168.20.222:8080/api/v1/nodes/node1",
-                             "token": node["token"]}
+                             "token": node.token}
     keys = next(f for f in got["files"] if f["path"] == "/root/.ssh/authorized_keys")
     lines = keys["content"].splitlines()
     assert lines[-1] == server.service.serve_key and lines[-1].startswith("ssh-ed25519 ")
     assert lines[-1].endswith("ganeti-installer@cluster.project.edu")
     assert len(lines) == 2          # the cluster file's key is still there
     # The other forms of the MAC name the same node.
-    assert plan(server, MAC.upper())["report"]["token"] == node["token"]
+    assert plan(server, MAC.upper())["report"]["token"] == node.token
     # The plan on disk stays token-less.
-    assert node["token"] not in (server.opts.outdir + "/plans/node1.json") and \
-        node["token"] not in open(os.path.join(server.opts.outdir, "plans/node1.json")).read()
+    assert node.token not in (server.opts.outdir + "/plans/node1.json") and \
+        node.token not in open(os.path.join(server.opts.outdir, "plans/node1.json")).read()
 
 
 def test_the_agent_takes_the_masters_clock_with_its_plan(server):
@@ -122,7 +123,7 @@ def test_a_plan_rendered_again_is_served_as_rendered(server):
     os.replace(path + ".new", path)
     got = plan(server)
     assert got["hostname"] == "rendered-again"
-    assert got["report"]["token"] == server.state.node("node1")["token"]
+    assert got["report"]["token"] == server.state.node("node1").token
 
 
 def test_a_plan_file_gone_is_a_500_naming_the_fix(server):
@@ -217,7 +218,7 @@ def test_reports_for_a_node_that_never_started_are_422(server):
 
 
 def test_the_admin_endpoints_never_show_a_token(server):
-    tokens = [n["token"] for n in server.state.nodes()]
+    tokens = [n.token for n in server.state.nodes()]
     for path in ("/api/v1/nodes", "/api/v1/nodes/node1", "/api/v1/nodes/node1/events",
                  "/api/v1/unknown"):
         resp = requests.get(server.url + path, timeout=10)
@@ -228,11 +229,11 @@ def test_the_admin_endpoints_never_show_a_token(server):
 
 
 def test_reinstall_needs_the_admin_token(server):
-    server.state.set_state("node1", "joined", "")
+    joined_node(server.state, "node1")
     before = server.snapshot()
     url = f"{server.url}/api/v1/nodes/node1/reinstall"
     refused(requests.post(url, timeout=10), 401, "admin token")
-    node_token = server.state.node("node1")["token"]
+    node_token = server.state.node("node1").token
     refused(requests.post(url, headers={"Authorization": f"Bearer {node_token}"}, timeout=10),
             403, "wrong admin token")
     refused(requests.post(f"{server.url}/api/v1/nodes/nodeX/reinstall", timeout=10,
@@ -284,11 +285,11 @@ def test_a_whole_install_flips_pxe_to_local_and_reinstall_flips_it_back(server):
     assert active_entries(out, MAC) == entries(out, MAC, "install")
     joined = []
     server.service.on_booted = lambda state, node: (
-        state.set_state(node["name"], "joining", "gnt-node add"),
-        state.set_state(node["name"], "joined", "in the cluster"), joined.append(node["name"]))
+        state.set_state(node.name, "joining", "gnt-node add"),
+        state.set_state(node.name, "joined", "in the cluster"), joined.append(node.name))
     first = agent_install(server)
     node = server.state.node("node1")
-    assert node["state"] == "installed" and node["host_keys"] == {"ed25519": KEY}
+    assert node.state == "installed" and node.host_keys == {"ed25519": KEY}
     assert active_entries(out, MAC) == entries(out, MAC, "local")
     assert "LOCALBOOT 0" in active_entries(out, MAC)["pxelinux"]
     served = requests.get(f"{server.url}/tftp/ipxe/{DASHED}.ipxe", timeout=10).text
@@ -297,11 +298,11 @@ def test_a_whole_install_flips_pxe_to_local_and_reinstall_flips_it_back(server):
     refused(requests.get(f"{server.url}/api/v1/plans/{DASHED}", timeout=10), 409,
             "is installed")
     # Reports after installed, without a new install started, are out of order.
-    refused(post(server, "node1", report("os", "done", 3, time=5000), node["token"]), 422,
+    refused(post(server, "node1", report("os", "done", 3, time=5000), node.token), 422,
             "it is installed")
     # The node boots its disk and says so: the join hook runs.
     resp = post(server, "node1", report("boot", "booted", time=6000, total=0, final=True,
-                                        host_keys={"ed25519": KEY}), node["token"])
+                                        host_keys={"ed25519": KEY}), node.token)
     assert resp.ok and resp.json()["state"] == "booted"
     wait_state(server, "node1", "joined")
     assert joined == ["node1"]
@@ -320,16 +321,18 @@ def test_a_whole_install_flips_pxe_to_local_and_reinstall_flips_it_back(server):
                  first["report"]["token"]), 403, "wrong token")
     second = agent_install(server, start=8000.0)
     assert second["report"]["token"] != first["report"]["token"]
-    assert server.state.node("node1")["attempt"] == 2
+    assert server.state.node("node1").attempt == 2
     assert active_entries(out, MAC) == entries(out, MAC, "local")
 
 
 def test_a_joined_node_reboots_with_the_clusters_rsa_key(server):
     """gnt-node add gives the node the master's rsa key; its own ed25519 key stays, and
     that is what tells the joined node from another disk."""
-    server.service.on_booted = lambda state, node: state.set_state(node["name"], "joined", "")
+    server.service.on_booted = lambda state, node: (
+        state.set_state(node.name, "joining", "gnt-node add"),
+        state.set_state(node.name, "joined", ""))
     agent_install(server)
-    token = server.state.node("node1")["token"]
+    token = server.state.node("node1").token
     keys = {"ed25519": KEY, "rsa": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCnode"}
     server.state.db.execute("UPDATE nodes SET host_keys = ? WHERE name = 'node1'",
                             (json.dumps(keys),))
@@ -339,7 +342,7 @@ def test_a_joined_node_reboots_with_the_clusters_rsa_key(server):
     cluster_rsa = dict(keys, rsa="ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCcluster")
     assert post(server, "node1", report("boot", "booted", time=9100, total=0, final=True,
                                         host_keys=cluster_rsa), token).ok
-    assert server.state.node("node1")["state"] == "joined"
+    assert server.state.node("node1").state == "joined"
     other = dict(cluster_rsa, ed25519=KEY.replace("ACtY", "ACtZ"))
     refused(post(server, "node1", report("boot", "booted", time=9200, total=0, final=True,
                                          host_keys=other), token), 422, "differ")
@@ -347,7 +350,7 @@ def test_a_joined_node_reboots_with_the_clusters_rsa_key(server):
 
 def wait_state(server, name: str, state: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while server.state.node(name)["state"] != state:
+    while server.state.node(name).state != state:
         assert time.monotonic() < deadline, server.state.node(name)
         time.sleep(0.05)
 
@@ -357,17 +360,36 @@ def test_a_join_that_raises_marks_the_node_failed(server):
         raise RuntimeError("gnt-node add: prompt")
     server.service.on_booted = broken
     agent_install(server)
-    token = server.state.node("node1")["token"]
+    token = server.state.node("node1").token
     assert post(server, "node1", report("boot", "booted", time=9000, total=0,
                                         host_keys={"ed25519": KEY}), token).ok
     wait_state(server, "node1", "failed")
-    assert "gnt-node add: prompt" in server.state.node("node1")["message"]
+    assert "gnt-node add: prompt" in server.state.node("node1").message
+
+
+def test_a_join_that_raises_after_joining_leaves_the_node_joined(server):
+    def joins_then_breaks(state, node):
+        state.set_state(node.name, "joining", "gnt-node add")
+        state.set_state(node.name, "joined", "in the cluster")
+        raise RuntimeError("after the join")
+    server.service.on_booted = joins_then_breaks
+    agent_install(server)
+    token = server.state.node("node1").token
+    assert post(server, "node1", report("boot", "booted", time=9000, total=0,
+                                        host_keys={"ed25519": KEY}), token).ok
+    wait_state(server, "node1", "joined")
+    deadline = time.monotonic() + 10
+    while not any("not marked failed" in line for line in server.log):
+        assert time.monotonic() < deadline, server.log[-5:]
+        time.sleep(0.05)
+    assert server.state.node("node1").state == "joined"
+    assert any("cannot go from joined to failed" in line for line in server.log)
 
 
 def test_the_agents_early_failure_needs_no_token(server):
     resp = post(server, "node2", report("plan", "failed", total=0, final=True,
                                         message="plan_version: 2 is not 1"))
-    assert resp.ok and server.state.node("node2")["state"] == "failed"
+    assert resp.ok and server.state.node("node2").state == "failed"
     nodes = {n["name"]: n for n in requests.get(f"{server.url}/api/v1/nodes").json()}
     assert "plan_version" in nodes["node2"]["message"]
 
@@ -384,9 +406,9 @@ def test_a_restart_in_the_middle_of_an_install_loses_nothing(outdir, tmp_path):
         key = s1.service.serve_key
         for r in sent[:4]:
             assert post(s1, "node1", r, token).ok
-        tokens = {n["name"]: n["token"] for n in s1.state.nodes()}
+        tokens = {n.name: n.token for n in s1.state.nodes()}
     with Server(cluster, str(out), state_dir) as s2:
-        assert {n["name"]: n["token"] for n in s2.state.nodes()} == tokens
+        assert {n.name: n.token for n in s2.state.nodes()} == tokens
         assert s2.service.serve_key == key
         assert plan(s2)["report"]["token"] == token
         for r in sent[4:]:
@@ -395,13 +417,13 @@ def test_a_restart_in_the_middle_of_an_install_loses_nothing(outdir, tmp_path):
                                         host_keys={"ed25519": KEY}), token).ok
         events = [(e["step"], e["status"]) for e in s2.state.events("node1")]
         assert events == [(r["step"], r["status"]) for r in sent] + [("install", "installed")]
-        assert s2.state.node("node1")["state"] == "installed"
+        assert s2.state.node("node1").state == "installed"
     # A third start finds the node installed and keeps its entry local, even after a new
     # render put every entry back to install.
     render_outdir(str(out))
     with Server(cluster, str(out), state_dir) as s3:
         assert handoff.boot_form(str(out), MAC) == "local"
-        assert s3.state.node("node1")["state"] == "installed"
+        assert s3.state.node("node1").state == "installed"
 
 
 # -- artifacts --------------------------------------------------------------------------------

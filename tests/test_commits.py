@@ -45,7 +45,7 @@ def test_what_queues_behind_a_commit_goes_into_the_next_one(state):
     finally:
         group.close()
     assert commits == ["COMMIT", "COMMIT"]
-    assert [o.node["attempt"] for o in outcomes[-3:]] == [20, 20, 20]
+    assert [o.node.attempt for o in outcomes[-3:]] == [20, 20, 20]
     assert len(state.events("node1")) == 20
 
 
@@ -58,8 +58,8 @@ def test_a_call_that_fails_is_rolled_back_alone(state):
                                lambda: record(state, "node3", 5.0)])
     assert [ok for ok, _ in outcomes] == [True, False, True]
     assert isinstance(outcomes[1][1], reports.Refused)
-    assert state.node("node2")["message"] != "half"
-    assert state.node("node1")["state"] == state.node("node3")["state"] == "installing"
+    assert state.node("node2").message != "half"
+    assert state.node("node1").state == state.node("node3").state == "installing"
 
 
 def test_a_group_that_cannot_begin_fails_every_call(state):
@@ -75,9 +75,9 @@ def test_a_group_that_cannot_begin_fails_every_call(state):
         other.close()
     assert [ok for ok, _ in outcomes] == [False, False]
     assert all(isinstance(e, sqlite3.OperationalError) for _, e in outcomes)
-    assert state.node("node1")["state"] == "pending"
+    assert state.node("node1").state == "pending"
     record(state, "node1", 6.0)                         # and the state works on
-    assert state.node("node1")["state"] == "installing"
+    assert state.node("node1").state == "installing"
 
 
 def test_a_commit_that_fails_after_the_calls_ran_fails_them_all(state):
@@ -89,7 +89,7 @@ def test_a_commit_that_fails_after_the_calls_ran_fails_them_all(state):
         state.db = real
     assert [(ok, str(e)) for ok, e in outcomes] == [(False, "disk I/O error")] * 2
     assert not state.db.in_transaction
-    assert state.node("node1")["state"] == state.node("node2")["state"] == "pending"
+    assert state.node("node1").state == state.node("node2").state == "pending"
     assert state.events("node1") == []
 
 
@@ -104,7 +104,7 @@ def test_a_group_sqlite_rolled_back_on_its_own_writes_nothing_after(state):
                                lambda: record(state, "node3", 5.0)])
     assert [ok for ok, _ in outcomes] == [False] * 3
     assert "disk is full" in str(outcomes[0][1])
-    assert [state.node(n)["state"] for n in ("node1", "node2", "node3")] == ["pending"] * 3
+    assert [state.node(n).state for n in ("node1", "node2", "node3")] == ["pending"] * 3
 
 
 def test_the_group_thread_answers_every_call_even_when_the_group_breaks(state, monkeypatch):
@@ -116,7 +116,7 @@ def test_the_group_thread_answers_every_call_even_when_the_group_breaks(state, m
         futures = [group.submit(record, state, "node1", 5.0) for _ in range(3)]
         assert all(isinstance(f.exception(10), MemoryError) for f in futures)
         monkeypatch.undo()
-        assert group.submit(record, state, "node1", 6.0).result(10).node["attempt"] == 1
+        assert group.submit(record, state, "node1", 6.0).result(10).node.attempt == 1
     finally:
         group.close()
     with pytest.raises(RuntimeError, match="closed"):

@@ -26,7 +26,8 @@ from installer.master.join import gnt, prompts
 from installer.cluster import sshkeys
 from installer.master import statedir
 from installer.master.join.joiner import Joiner
-from installer.master.join.errors import JoinError
+from installer.master.join.errors import JoinError, JoinKind
+from installer.master.nodes import NodeState
 from installer.master.join.remote import Remote
 from tests.conftest import load_example
 
@@ -159,34 +160,45 @@ def test_add_failures_in_ganetis_words():
     node = load_example().node("node2")
     cases = {   # lib/client/gnt_node.py AddNode, lib/cmdlib/node.py LUNodeAdd.CheckPrereq
         "Node node2.project.edu already in the cluster (as node2.project.edu) - please retry "
-        "with '--readd'": "already-member",
+        "with '--readd'": JoinKind.ALREADY_MEMBER,
         "Node node2.project.edu not in the cluster - please retry without '--readd'":
-            "not-member",
+            JoinKind.NOT_MEMBER,
         "Failure: prerequisites not met for this operation:\nerror type: environment_error, "
         "error details:\nVersion mismatch master version 3000000, node version 2160000":
-            "version",
+            JoinKind.VERSION,
         "Failure: prerequisites not met for this operation:\nNode not reachable by ping":
-            "unreachable",
+            JoinKind.UNREACHABLE,
     }
     for output, kind in cases.items():
-        assert gnt.add_failure(output, node)[0] == kind, output
+        assert gnt.add_failure(output, node)[0] is kind, output
     assert gnt.add_failure("Failure: something new", node) is None
     assert "--readd" in gnt.add_failure(next(iter(cases)), node)[1]
 
 
 def test_ssh_failures_in_ssh_words():
     cases = {
-        "ssh: connect to host 127.0.0.2 port 1: Connection refused": "unreachable",
-        "ssh: connect to host 10.0.0.9 port 22: No route to host": "unreachable",
+        "ssh: connect to host 127.0.0.2 port 1: Connection refused": JoinKind.UNREACHABLE,
+        "ssh: connect to host 10.0.0.9 port 22: No route to host": JoinKind.UNREACHABLE,
         "ssh: Could not resolve hostname node9.project.edu: Name or service not known":
-            "unreachable",
+            JoinKind.UNREACHABLE,
         "No ED25519 host key is known for [127.0.0.2]:2222 and you have requested strict "
-        "checking.\nHost key verification failed.": "host-key",
-        "root@127.0.0.2: Permission denied (publickey,password).": "password",
+        "checking.\nHost key verification failed.": JoinKind.HOST_KEY,
+        "root@127.0.0.2: Permission denied (publickey,password).": JoinKind.PASSWORD,
     }
     for output, kind in cases.items():
-        assert prompts.ssh_failure(output)[0] == kind, output
+        assert prompts.ssh_failure(output)[0] is kind, output
     assert prompts.ssh_failure("all fine") is None
+
+
+def test_a_join_error_has_a_kind_of_the_enum():
+    """The kind's value begins the failed node's message: the strings stay what they were."""
+    assert [k.value for k in JoinKind] == [
+        "unreachable", "password", "host-key", "version", "already-member", "not-member",
+        "verify", "timeout", "failed"]
+    with pytest.raises(TypeError, match="JoinError kind 'host-key' is not a JoinKind"):
+        JoinError("host-key", "the key differs")
+    e = JoinError(JoinKind.HOST_KEY, "the key differs")
+    assert f"{e.kind}: {e.message}" == "host-key: the key differs"
 
 
 # -- a real sshd on loopback ----------------------------------------------------------------
@@ -425,7 +437,7 @@ def test_another_key_is_refused_naming_both_fingerprints(fresh, tmp_path):
         prompts.drive(argv, trusted=[impostor], log=lambda line: None, what="test",
                       timeout=30)
     shown = sshkeys.parse(fresh.host_keys["ed25519"]).fingerprint()
-    assert e.value.kind == "host-key"
+    assert e.value.kind is JoinKind.HOST_KEY
     assert shown in e.value.message and impostor.fingerprint() in e.value.message
     assert "should not run" not in e.value.output
     kh = tmp_path / "known_hosts"
@@ -445,7 +457,7 @@ def test_a_password_prompt_is_a_failure_and_never_answered(fresh, tmp_path):
     with pytest.raises(JoinError) as e:
         prompts.drive(argv, trusted=reported(fresh), log=lambda line: None, what="test",
                       timeout=30)
-    assert e.value.kind == "password"
+    assert e.value.kind is JoinKind.PASSWORD
     assert "root@127.0.0.2's password:" in e.value.message
     assert "authorized_keys" in e.value.message
     assert time.monotonic() - start < 15            # refused at once, not timed out
@@ -461,7 +473,7 @@ def test_ganetis_confirmation_is_answered_only_when_asked_for(fresh, tmp_path):
     with pytest.raises(JoinError) as e:
         remote.converse("127.0.0.2", ["gnt-node", "add", "node2.project.edu"], trusted=[],
                         log=lambda line: None, timeout=30)
-    assert e.value.kind == "failed" and "Re-add node node2.project.edu?" in e.value.message
+    assert e.value.kind is JoinKind.FAILED and "Re-add node node2.project.edu?" in e.value.message
 
 
 def asker(text: str) -> list[str]:
@@ -485,7 +497,7 @@ def test_the_papers_md5_question_is_answered_for_the_reported_key(tmp_path):
     with pytest.raises(JoinError) as e:
         prompts.drive(asker(paper), trusted=[other], log=lambda line: None, what="test",
                       timeout=30)
-    assert e.value.kind == "host-key"
+    assert e.value.kind is JoinKind.HOST_KEY
     assert key.md5() in e.value.message and other.md5() in e.value.message
     assert "node2.project.edu (192.168.20.223)" in e.value.message
 
@@ -495,7 +507,7 @@ def test_a_pam_password_prompt_is_a_failure_too():
     with pytest.raises(JoinError) as e:
         prompts.drive(asker("(root@node2.project.edu) Password: "), trusted=[],
                       log=lambda line: None, what="test", timeout=30)
-    assert e.value.kind == "password" and "answer:" not in e.value.output
+    assert e.value.kind is JoinKind.PASSWORD and "answer:" not in e.value.output
 
 
 # -- serve's pinned connections -------------------------------------------------------------
@@ -522,7 +534,7 @@ def test_a_pinned_key_runs_without_a_prompt_and_a_rebuilt_node_replaces_it(fresh
     remote = pinned_remote(fresh, tmp_path, [rebuilt])
     with pytest.raises(JoinError) as e:
         remote.run("127.0.0.3", ["true"])
-    assert e.value.kind == "host-key"
+    assert e.value.kind is JoinKind.HOST_KEY
     remote = pinned_remote(fresh, tmp_path)                     # and back: replaced again
     assert remote.run("127.0.0.3", ["hostname"]).returncode == 0
     text = (tmp_path / "ssh" / "known_hosts").read_text()
@@ -534,7 +546,7 @@ def test_a_node_that_does_not_know_serves_key_is_a_password_failure(fresh, tmp_p
     (fresh.root / ".ssh" / "authorized_keys").write_text("")
     with pytest.raises(JoinError) as e:
         pinned_remote(fresh, tmp_path).run("127.0.0.3", ["true"])
-    assert e.value.kind == "password" and "Permission denied" in e.value.message
+    assert e.value.kind is JoinKind.PASSWORD and "Permission denied" in e.value.message
 
 
 @pytest.mark.integration
@@ -542,10 +554,10 @@ def test_a_closed_port_is_unreachable(fresh, tmp_path):
     remote = dataclasses.replace(pinned_remote(fresh, tmp_path), port=free_port())
     with pytest.raises(JoinError) as e:
         remote.run("127.0.0.3", ["true"])
-    assert e.value.kind == "unreachable" and "Connection refused" in e.value.message
+    assert e.value.kind is JoinKind.UNREACHABLE and "Connection refused" in e.value.message
     with pytest.raises(JoinError) as e:
         remote.converse("127.0.0.3", ["true"], trusted=[], log=lambda line: None, timeout=30)
-    assert e.value.kind == "unreachable"
+    assert e.value.kind is JoinKind.UNREACHABLE
 
 
 @pytest.mark.integration
@@ -556,10 +568,10 @@ def test_no_end_in_time_is_a_timeout(fresh, tmp_path):
     with pytest.raises(JoinError) as e:
         remote.converse("127.0.0.3", ["sh", "-c", "echo started; sleep 60"], trusted=[],
                         log=lines.append, timeout=2)
-    assert e.value.kind == "timeout" and "started" in e.value.message
+    assert e.value.kind is JoinKind.TIMEOUT and "started" in e.value.message
     with pytest.raises(JoinError) as e:
         remote.run("127.0.0.3", ["sleep", "8"], timeout=2)
-    assert e.value.kind == "timeout"
+    assert e.value.kind is JoinKind.TIMEOUT
     assert time.monotonic() - start < 20
 
 
@@ -644,7 +656,7 @@ def test_join_refuses_when_the_node_shows_another_key(joiner, fresh, tmp_path):
     other = {"ed25519": keygen(tmp_path / "other")}
     with pytest.raises(JoinError) as e:
         joiner.join(joiner.cluster.node("node2"), other, readd=False)
-    assert e.value.kind == "host-key"
+    assert e.value.kind is JoinKind.HOST_KEY
     assert not [c for c in calls(fresh) if c[0] == "gnt-node"]
 
 
@@ -654,18 +666,19 @@ def test_join_checks_versions_before_adding(joiner, fresh):
     scenario(fresh, versions={"127.0.0.4": "2.16.2"})
     with pytest.raises(JoinError) as e:
         joiner.join(joiner.cluster.node("node3"), fresh.host_keys, readd=False)
-    assert e.value.kind == "version" and "2.16.2" in e.value.message
+    assert e.value.kind is JoinKind.VERSION and "2.16.2" in e.value.message
     assert not [c for c in calls(fresh) if c[0] == "gnt-node"]
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("add,kind", [("already", "already-member"), ("version", "version")])
+@pytest.mark.parametrize("add,kind", [("already", JoinKind.ALREADY_MEMBER),
+                                      ("version", JoinKind.VERSION)])
 def test_join_reports_ganetis_refusals(joiner, fresh, add, kind):
     bootstrapped(joiner, fresh)
     scenario(fresh, add=add)
     with pytest.raises(JoinError) as e:
         joiner.join(joiner.cluster.node("node2"), fresh.host_keys, readd=False)
-    assert e.value.kind == kind
+    assert e.value.kind is kind
 
 
 @pytest.mark.integration
@@ -674,7 +687,7 @@ def test_join_is_not_done_while_verify_names_the_node(joiner, fresh):
     scenario(fresh, verify=VERIFY_CODED)
     with pytest.raises(JoinError) as e:
         joiner.join(joiner.cluster.node("node2"), fresh.host_keys, readd=False)
-    assert e.value.kind == "verify"
+    assert e.value.kind is JoinKind.VERIFY
     assert "The KVM binary ('/usr/bin/kvm') does not exist" in e.value.message
     assert [f.code for f in e.value.details.errors] == ["ENODEHV", "ENODESSH"]
     # node3 has no finding of its own: the others' are returned, they do not block it
@@ -708,7 +721,8 @@ def test_files_that_never_settle_fail_the_join_and_other_errors_are_not_retried(
     scenario(fresh, verifies=[UNSETTLED])
     with pytest.raises(JoinError) as e:
         joiner.join(joiner.cluster.node("node2"), fresh.host_keys, readd=False)
-    assert e.value.kind == "verify" and "config.data found with 2 different" in e.value.message
+    assert e.value.kind is JoinKind.VERIFY
+    assert "config.data found with 2 different" in e.value.message
     assert [c[1] for c in calls(fresh)].count("verify") == 1 + 4
     scenario(fresh, verifies=[VERIFY_CODED, ""])          # ENODEHV is not a copy settling
     with pytest.raises(JoinError):
@@ -731,13 +745,13 @@ def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joine
         hook = JoinHook(joiner.cluster, joiner.state_dir, port=fresh.port,
                         timeouts=joiner.timeouts)
         hook(state, state.node("node2"))            # before the cluster exists: it waits
-        assert state.node("node2")["state"] == "booted"
+        assert state.node("node2").state == "booted"
         assert "waiting for the master node1" in state.events("node2")[-1]["message"]
         assert not [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]]
         # node2 will be another machine once the master exists (see bootstrapped())
         hook(state, state.node("node1"))
-        assert state.node("node1")["state"] == "joined", state.node("node1")
-        assert state.node("node2")["state"] == "joined", state.events("node2")[-5:]
+        assert state.node("node1").state == "joined", state.node("node1")
+        assert state.node("node2").state == "joined", state.events("node2")[-5:]
         assert ["gnt-node", "add", "node2.project.edu"] in calls(fresh)
         steps = [(e["step"], e["status"]) for e in state.events("node2")]
         assert ("join", "joining") in steps and steps[-1] == ("join", "joined")
@@ -746,10 +760,10 @@ def test_the_hook_joins_a_node_once_the_master_has_made_the_cluster(fresh, joine
         # node2's own report, which waited on the hook's lock while the master's turn
         # joined it, arrives now with its snapshot from before: nothing is run again.
         adds = [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]]
-        stale = dict(state.node("node2"), state="booted")
+        stale = dataclasses.replace(state.node("node2"), state=NodeState.BOOTED)
         hook(state, stale)
         assert [c for c in calls(fresh) if c[:2] == ["gnt-node", "add"]] == adds
-        assert state.node("node2")["state"] == "joined"
+        assert state.node("node2").state == "joined"
     finally:
         state.close()
 
@@ -766,7 +780,7 @@ def test_the_hook_marks_a_refused_join_failed_with_its_kind(fresh, joiner, tmp_p
         JoinHook(joiner.cluster, joiner.state_dir, port=fresh.port,
                  timeouts=joiner.timeouts)(state, state.node("node1"))
         node = state.node("node1")
-        assert node["state"] == "failed" and node["message"].startswith("host-key: "), node
+        assert node.state == "failed" and node.message.startswith("host-key: "), node
     finally:
         state.close()
 
@@ -798,11 +812,11 @@ def test_a_join_serve_stops_is_ended_and_runs_again_at_the_next_start(fresh, joi
         serve.stop_joins(service, timeout=20)
         assert time.monotonic() - start < 10 and not service.running
         node1 = state.node("node1")
-        assert node1["state"] == "joining", node1
+        assert node1.state == "joining", node1
         assert state.events("node1")[-1]["message"].startswith(STOPPED)
-        assert state.node("node2")["state"] == "booted"     # never started
-        assert [n["name"] for n in serve.requeue_joins(state)] == ["node1", "node2"]
-        assert state.node("node1")["state"] == "booted"
+        assert state.node("node2").state == "booted"     # never started
+        assert [n.name for n in serve.requeue_joins(state)] == ["node1", "node2"]
+        assert state.node("node1").state == "booted"
     finally:
         service.close()
         state.close()

@@ -3,13 +3,17 @@ kept in step with the cluster file, and the join's small interface."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
 import threading
 
 import pytest
 
-from installer.master import reports
+from installer.master import nodes, reports
 from installer.cluster.errors import InstallerError
+from installer.master.nodes import NodeRow, NodeState
 from installer.master.reports import Refused, Report
 from tests.conftest import cluster_from, example_data
 
@@ -48,9 +52,27 @@ def test_parse_refuses_bad_reports_naming_the_field(raw, words):
     assert e.value.status == 400 and words in e.value.message
 
 
-def node(**kw) -> dict:
-    return dict({"name": "node1", "state": "installing", "attempt": 1, "attempt_time": 50.0,
-                 "index": 2, "total": 6, "host_keys": {}}, **kw)
+def node(**kw) -> NodeRow:
+    fields = {"name": "node1", "mac": "52:54:00:20:01:11", "ip": "10.0.100.11",
+              "token": "t" * 43, "state": "installing", "step": "storage", "index": 2,
+              "total": 6, "attempt": 1, "attempt_time": 50.0, "message": "", "host_keys": {},
+              "updated": 60.0, **kw}
+    return NodeRow(**{**fields, "state": NodeState(fields["state"])})
+
+
+def booted(state, name: str) -> None:
+    """Through the agent's reports, as serve takes them, to booted: where a join begins."""
+    for r in (Report("install", "started", total=6, time=100),
+              Report("install", "installed", index=6, total=6, time=200, final=True,
+                     host_keys={"ed25519": KEY}),
+              Report("boot", "booted", time=300, host_keys={"ed25519": KEY})):
+        reports.record(state, name, r, True)
+
+
+def joined(state, name: str) -> None:
+    booted(state, name)
+    state.set_state(name, NodeState.JOINING, "gnt-node add")
+    state.set_state(name, NodeState.JOINED, "in the cluster")
 
 
 @pytest.mark.parametrize("n, r, words", [
@@ -92,18 +114,18 @@ def test_the_agents_report_stream_moves_the_state(state):
         out = reports.record(state, "node1", Report(step, status, index=index,
                                                     total=6 if index or not i else 0,
                                                     time=100 + i), True)
-        assert out.node["state"] == "installing" and out.node["step"] == step
-    assert out.node["index"] == 3
+        assert out.node.state == "installing" and out.node.step == step
+    assert out.node.index == 3
     flipped = []
     out = reports.record(state, "node1", Report("install", "installed", index=6, total=6,
                                                 time=200, final=True,
                                                 host_keys={"ed25519": KEY}),
                          True, on_installed=flipped.append)
-    assert out.installed and out.node["state"] == "installed" and flipped == [out.node]
-    assert out.node["host_keys"] == {"ed25519": KEY}
+    assert out.installed and out.node.state == "installed" and flipped == [out.node]
+    assert out.node.host_keys == {"ed25519": KEY}
     out = reports.record(state, "node1", Report("boot", "booted", time=300,
                                                 host_keys={"ed25519": KEY}), True)
-    assert out.booted and out.node["state"] == "booted"
+    assert out.booted and out.node.state == "booted"
     assert [s["step"] for s in state.steps("node1")][:3] == ["install", "identify", "storage"]
     assert len(state.events("node1")) == len(steps) + 2
 
@@ -112,7 +134,7 @@ def test_a_duplicate_report_is_taken_once(state):
     r = Report("install", "started", total=6, time=100)
     assert not reports.record(state, "node1", r, True).duplicate
     again = reports.record(state, "node1", r, True)
-    assert again.duplicate and again.node["attempt"] == 1
+    assert again.duplicate and again.node.attempt == 1
     assert len(state.events("node1")) == 1
 
 
@@ -131,7 +153,7 @@ def test_a_failed_pxe_flip_records_nothing(state):
 def test_plan_failed_without_a_token_only_marks_failed(state):
     r = Report("plan", "failed", "bad plan " + "x" * 5000, time=10, final=True)
     out = reports.record(state, "node1", r, False)
-    assert out.node["state"] == "failed" and len(out.node["message"]) < 2100
+    assert out.node.state == "failed" and len(out.node.message) < 2100
     assert state.events("node1")[-1]["authenticated"] is False
     with pytest.raises(Refused) as e:          # rate limited
         reports.record(state, "node1", Report("plan", "failed", "again", time=11), False)
@@ -139,31 +161,31 @@ def test_plan_failed_without_a_token_only_marks_failed(state):
     with pytest.raises(Refused) as e:          # anything else needs the token
         reports.record(state, "node2", Report("install", "started", time=11), False)
     assert e.value.status == 401
-    state.set_state("node3", "joined", "done")
+    joined(state, "node3")
     with pytest.raises(Refused) as e:          # never touches an installed node
         reports.record(state, "node3", Report("plan", "failed", time=12), False)
-    assert e.value.status == 401 and state.node("node3")["state"] == "joined"
+    assert e.value.status == 401 and state.node("node3").state == "joined"
 
 
 def test_a_joined_node_that_reboots_stays_joined(state):
-    state.set_state("node1", "joined", "joined the cluster")
-    out = reports.record(state, "node1", Report("boot", "booted", time=5,
+    joined(state, "node1")
+    out = reports.record(state, "node1", Report("boot", "booted", time=500,
                                                 host_keys={"ed25519": KEY}), True)
-    assert not out.booted and out.node["state"] == "joined"
+    assert not out.booted and out.node.state == "joined"
 
 
 def test_sync_keeps_tokens_and_starts_new_hardware_over(tmp_path, state):
-    tokens = {n["name"]: n["token"] for n in state.nodes()}
+    tokens = {n.name: n.token for n in state.nodes()}
     assert len(set(tokens.values())) == 3 and all(len(t) > 40 for t in tokens.values())
-    state.set_state("node2", "joined", "")
+    joined(state, "node2")
     data = example_data()
     data["nodes"][1]["mac"] = "52:54:00:20:02:99"      # node2's board was replaced
     del data["nodes"][2]
     state.sync_nodes(cluster_from(data))
-    after = {n["name"]: n for n in state.nodes()}
+    after = {n.name: n for n in state.nodes()}
     assert sorted(after) == ["node1", "node2"]
-    assert after["node1"]["token"] == tokens["node1"]
-    assert after["node2"]["state"] == "pending" and after["node2"]["token"] != tokens["node2"]
+    assert after["node1"].token == tokens["node1"]
+    assert after["node2"].state == "pending" and after["node2"].token != tokens["node2"]
 
 
 def test_sync_follows_a_mac_moved_to_another_node(state):
@@ -171,7 +193,7 @@ def test_sync_follows_a_mac_moved_to_another_node(state):
     data["nodes"][0]["mac"], data["nodes"][1]["mac"] = \
         data["nodes"][1]["mac"], data["nodes"][0]["mac"]
     state.sync_nodes(cluster_from(data))
-    assert state.node_by_mac(data["nodes"][0]["mac"])["name"] == "node1"
+    assert state.node_by_mac(data["nodes"][0]["mac"]).name == "node1"
 
 
 def test_set_state_is_for_join_states_only(state):
@@ -179,22 +201,25 @@ def test_set_state_is_for_join_states_only(state):
         state.set_state("node1", "installed")
     with pytest.raises(InstallerError, match="no node 'nodeX'"):
         state.set_state("nodeX", "joined")
+    with pytest.raises(InstallerError, match="node1 cannot go from pending to joining"):
+        state.set_state("node1", "joining", "gnt-node add")
+    booted(state, "node1")
     state.set_state("node1", "joining", "gnt-node add")
-    assert state.node("node1")["state"] == "joining"
+    assert state.node("node1").state == "joining"
     assert state.events("node1")[-1]["step"] == "join"
 
 
 def test_reinstall_gives_a_new_token_or_changes_nothing(state):
-    token = state.node("node1")["token"]
-    state.set_state("node1", "joined", "")
+    token = state.node("node1").token
+    joined(state, "node1")
 
     def broken(node):
         raise InstallerError("flip failed")
     with pytest.raises(InstallerError):
         state.reinstall("node1", before_commit=broken)
-    assert state.node("node1")["state"] == "joined" and state.node("node1")["token"] == token
+    assert state.node("node1").state == "joined" and state.node("node1").token == token
     node = state.reinstall("node1")
-    assert node["state"] == "pending" and node["token"] != token
+    assert node.state == "pending" and node.token != token
     with pytest.raises(InstallerError, match="use one of node1, node2, node3"):
         state.reinstall("nodeX")
 
@@ -226,8 +251,149 @@ def test_a_read_sees_the_last_commit_while_a_writer_holds_the_database(state):
         reader.start()
         reader.join(10)
         assert not reader.is_alive(), "the read waited for the writer"
-        assert got[0]["message"] != "uncommitted"
+        assert got[0].message != "uncommitted"
     finally:
         release.set()
         hold.join(10)
-    assert state.node("node1")["message"] == "uncommitted"
+    assert state.node("node1").message == "uncommitted"
+
+
+# -- node states: the one table of allowed moves, enforced where the state is written ---------
+
+# The table as the docs describe it: (from, to) a node may take, and who takes it.
+ALLOWED = {
+    "pending": "pending installing failed",           # reinstall; install started; plan failed
+    "installing": "pending installing installed failed",
+    "installed": "pending installing booted",
+    "booted": "pending installing booted joining failed",
+    "joining": "pending installing joined failed booted",   # booted: serve stopped mid-join
+    "joined": "pending installing",                   # a rebooting member stays joined
+    "failed": "pending installing failed booted",     # a node whose join failed boots again
+}
+PAIRS = [(old, new) for old in NodeState for new in NodeState]
+
+
+def force(state, name: str, to: str) -> None:
+    """Set a state the way no code of the master may: for the table's test only."""
+    with state.transaction() as db:
+        db.execute("UPDATE nodes SET state = ? WHERE name = ?", (to, name))
+
+
+@pytest.mark.parametrize("old, new", PAIRS, ids=[f"{o}-{n}" for o, n in PAIRS])
+def test_the_state_writer_takes_exactly_the_allowed_moves(state, old, new):
+    force(state, "node1", old)
+    before = (state.node("node1"), state.events("node1"))
+    if new in ALLOWED[old].split():
+        state.update_node("node1", {"state": new}, 123.0)
+        assert state.node("node1").state is NodeState(new)
+        return
+    with pytest.raises(nodes.Forbidden) as e:
+        state.update_node("node1", {"state": new, "message": "x"}, 123.0)
+    assert f"node1 cannot go from {old} to {new}" in str(e.value)
+    assert isinstance(e.value, InstallerError)
+    assert (state.node("node1"), state.events("node1")) == before
+
+
+@pytest.mark.parametrize("old, new, allowed", [
+    ("pending", "joined", "pending, installing, failed"),
+    ("installed", "joining", "pending, installing, booted"),
+    ("joined", "failed", "pending, installing"),
+    ("pending", "booted", "pending, installing, failed"),
+])
+def test_a_forbidden_move_names_both_states_and_the_way_on(old, new, allowed):
+    with pytest.raises(nodes.Forbidden) as e:
+        nodes.check("node2", NodeState(old), NodeState(new))
+    assert str(e.value) == (f"node2 cannot go from {old} to {new}: from {old} a node goes "
+                            f"only to {allowed}")
+
+
+def test_the_join_cannot_fail_a_joined_node(state):
+    joined(state, "node1")
+    before = (state.node("node1"), state.events("node1"))
+    with pytest.raises(nodes.Forbidden, match="node1 cannot go from joined to failed"):
+        state.set_state("node1", NodeState.FAILED, "late")
+    assert (state.node("node1"), state.events("node1")) == before
+
+
+def test_a_report_the_table_forbids_is_422_and_changes_nothing(state):
+    """decide() refuses it first; were it to let one through, the writer still would."""
+    joined(state, "node1")
+    before = (state.node("node1"), state.events("node1"))
+    with pytest.raises(Refused) as e:
+        reports.record(state, "node1", Report("plan", "failed", time=900, final=True), False)
+    assert e.value.status == 401
+    with pytest.raises(Refused) as e:
+        reports.record(state, "node1", Report("install", "installed", index=6, total=6,
+                                              time=900, final=True), True)
+    assert e.value.status == 422 and "it is joined" in e.value.message
+    assert (state.node("node1"), state.events("node1")) == before
+
+
+# -- the node row -----------------------------------------------------------------------------
+
+def test_a_node_is_a_typed_frozen_row(state):
+    booted(state, "node1")
+    node = state.node("node1")
+    assert isinstance(node, NodeRow) and node.state is NodeState.BOOTED
+    assert (node.name, node.mac, node.ip) == ("node1", "52:54:00:20:02:22", "192.168.20.222")
+    assert (node.index, node.total, node.attempt, node.step) == (6, 6, 1, "boot")
+    assert node.host_keys == {"ed25519": KEY} and node.attempt_time == 100.0
+    assert node.on_disk and not state.node("node2").on_disk
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.state = NodeState.PENDING
+    assert node.token not in repr(node)      # a logged row shows no secret
+
+
+def test_public_is_what_the_api_showed_before_rows_had_a_type(state):
+    node = state.node("node2")
+    public = node.public()
+    assert list(public) == ["name", "mac", "ip", "state", "step", "index", "total", "attempt",
+                            "updated", "message"]
+    assert json.loads(json.dumps(public)) == {
+        "name": "node2", "mac": "52:54:00:20:02:23", "ip": "192.168.20.223", "state": "pending",
+        "step": "", "index": 0, "total": 0, "attempt": 0, "updated": node.updated,
+        "message": ""}
+    assert type(public["state"]) is str and node.token not in json.dumps(public)
+
+
+def test_states_are_stored_as_their_strings(state):
+    booted(state, "node1")
+    with state.transaction() as db:
+        got = db.execute("SELECT state, typeof(state) FROM nodes WHERE name = 'node1'")
+        assert tuple(got.fetchone()) == ("booted", "text")
+    assert [s.value for s in NodeState] == ["pending", "installing", "installed", "booted",
+                                            "joining", "joined", "failed"]
+
+
+# -- SQL lives in installer/master/state.py only ---------------------------------------------
+
+SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE (TABLE|INDEX)|"
+                 r"PRAGMA|BEGIN|COMMIT|ROLLBACK|SAVEPOINT)\b|\.execute(script|many)?\(")
+MASTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "installer", "master")
+
+
+def sql_outside_state(root: str) -> list[str]:
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if not name.endswith(".py") or path == os.path.join(root, "state.py"):
+                continue
+            with open(path, encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    if SQL.search(line):
+                        found.append(f"{os.path.relpath(path, root)}:{number}: {line.strip()}")
+    return found
+
+
+def test_no_sql_outside_the_state_module():
+    assert sql_outside_state(MASTER) == []
+
+
+def test_the_sql_check_finds_sql(tmp_path):
+    (tmp_path / "state.py").write_text('db.execute("SELECT 1")\n')
+    (tmp_path / "join").mkdir()
+    (tmp_path / "join" / "x.py").write_text('    db.execute("UPDATE nodes SET a = 1")\n')
+    assert sql_outside_state(str(tmp_path)) == [
+        'join/x.py:1: db.execute("UPDATE nodes SET a = 1")']

@@ -14,6 +14,7 @@ from installer.build import pxe
 from installer.master import status
 from tests.conftest import example_path
 from tests.serving import Server, render_outdir
+from tests.test_state import joined
 from installer.master import handoff
 
 MAC = "52:54:00:20:02:22"
@@ -24,7 +25,7 @@ def server(tmp_path):
     out = tmp_path / "out"
     cluster = render_outdir(str(out))
     with Server(cluster, str(out), str(tmp_path / "state")) as s:
-        token = s.state.node("node1")["token"]
+        token = s.state.node("node1").token
         for r in ({"step": "install", "status": "started", "total": 6, "time": 10},
                   {"step": "os", "status": "started", "index": 3, "total": 6, "time": 11,
                    "message": "unpacking the OS image"}):
@@ -102,15 +103,15 @@ def test_status_takes_the_url_from_the_cluster_file(monkeypatch, capsys):
 
 @pytest.mark.integration
 def test_reinstall_through_the_running_master(server, capsys):
-    server.state.set_state("node1", "joined", "")
+    joined(server.state, "node1")
     handoff.set_boot(server.opts.outdir, MAC, "local")
-    token = server.state.node("node1")["token"]
+    token = server.state.node("node1").token
     argv = ["reinstall", example_path("cluster.toml"), server.opts.outdir, "node1",
             "--state", server.opts.state_dir, "--url", server.url]
     assert cli.main(argv) == 0
     assert "marked for reinstall by the master" in capsys.readouterr().out
     node = server.state.node("node1")
-    assert node["state"] == "pending" and node["token"] != token
+    assert node.state == "pending" and node.token != token
     assert handoff.boot_form(server.opts.outdir, MAC) == "install"
     assert any("node1: marked for reinstall" in line for line in server.log)
 
@@ -121,7 +122,7 @@ def test_reinstall_with_no_master_running_writes_the_state(tmp_path, capsys):
     cluster = render_outdir(str(out))
     state_dir = str(tmp_path / "state")
     with Server(cluster, str(out), state_dir) as s:
-        s.state.set_state("node2", "joined", "")
+        joined(s.state, "node2")
     handoff.set_boot(str(out), "52:54:00:20:02:23", "local")
     argv = ["reinstall", example_path("cluster.toml"), str(out), "node2", "--state",
             state_dir, "--url", f"http://127.0.0.1:{free_port()}"]
@@ -129,7 +130,7 @@ def test_reinstall_with_no_master_running_writes_the_state(tmp_path, capsys):
     assert "no master answered" in capsys.readouterr().out
     assert handoff.boot_form(str(out), "52:54:00:20:02:23") == "install"
     with Server(cluster, str(out), state_dir) as s:
-        assert s.state.node("node2")["state"] == "pending"
+        assert s.state.node("node2").state == "pending"
 
 
 def test_reinstall_of_an_unknown_node_changes_nothing(tmp_path, capsys):

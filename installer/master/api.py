@@ -28,7 +28,8 @@ from aiohttp import web
 from installer.master import artifacts, reports
 from installer.master.commits import GroupCommit
 from installer.cluster.errors import InstallerError
-from installer.master.state import INSTALLED, State, public
+from installer.master.nodes import NodeRow, NodeState
+from installer.master.state import State
 from installer.master import handoff
 from installer.cluster import layout
 
@@ -50,7 +51,7 @@ class Service:
     state: State
     serve_key: str
     admin_token: str
-    on_booted: Callable[[State, dict], None] | None = None
+    on_booted: Callable[[State, NodeRow], None] | None = None
     log: Callable[[str], None] = print
     checksums: artifacts.Checksums = field(init=False)
     pool: ThreadPoolExecutor = field(init=False)
@@ -75,7 +76,7 @@ class Service:
         self.commits.close()
         self.joins.shutdown()
 
-    def queue_join(self, node: dict) -> None:
+    def queue_join(self, node: NodeRow) -> None:
         if self.on_booted is not None:
             future = self.joins.submit(_join, self, node)
             self.running.add(future)
@@ -178,29 +179,29 @@ def plan_for_mac(svc: Service, raw: str) -> dict:
     node = svc.state.node_by_mac(mac)
     if node is None:
         raise UnknownMac(mac)
-    if node["state"] in INSTALLED:
-        raise reports.Refused(409, f"{node['name']} is {node['state']}: its plan is served "
-                                   f"again after ganeti-installer reinstall ... {node['name']}")
+    if node.on_disk:
+        raise reports.Refused(409, f"{node.name} is {node.state}: its plan is served "
+                                   f"again after ganeti-installer reinstall ... {node.name}")
     try:
         plan = _plan_for(svc, node)
     except InstallerError as e:
         raise reports.Refused(500, str(e)) from None
-    svc.log(f"plan of {node['name']} sent")
+    svc.log(f"plan of {node.name} sent")
     return plan
 
 
-def _plan_for(svc: Service, node: dict) -> dict:
+def _plan_for(svc: Service, node: NodeRow) -> dict:
     """OUTDIR/plans/<name>.json with the node's token and the master's key added."""
-    path = os.path.join(svc.outdir, layout.plan_path(node["name"]))
+    path = os.path.join(svc.outdir, layout.plan_path(node.name))
     try:
         with open(path, encoding="utf-8") as f:
             plan = json.load(f)
     except (OSError, ValueError) as e:
         raise InstallerError(f"cannot read {path} ({e}): run ganeti-installer render") from None
-    if plan.get("node", {}).get("mac") != node["mac"]:
-        raise InstallerError(f"{path} is not for {node['mac']}: OUTDIR is from another cluster "
+    if plan.get("node", {}).get("mac") != node.mac:
+        raise InstallerError(f"{path} is not for {node.mac}: OUTDIR is from another cluster "
                              "file; run ganeti-installer render, then restart serve")
-    plan["report"]["token"] = node["token"]
+    plan["report"]["token"] = node.token
     files = plan["files"]
     keys = next((f for f in files if f["path"] == AUTHORIZED_KEYS), None)
     if keys is None:
@@ -238,11 +239,11 @@ async def post_event(request: web.Request) -> web.Response:
                           "of serve's --state directory; the agent sends it again")
     after = outcome.node
     if not outcome.duplicate:       # logged once committed, not while holding the lock
-        svc.log(f"{name}: {report.step} {report.status} -> {after['state']}")
+        svc.log(f"{name}: {report.step} {report.status} -> {after.state}")
     if outcome.booted:
         svc.queue_join(after)
-    return web.json_response({"node": name, "state": after["state"],
-                              "attempt": after["attempt"], "duplicate": outcome.duplicate})
+    return web.json_response({"node": name, "state": after.state,
+                              "attempt": after.attempt, "duplicate": outcome.duplicate})
 
 
 def take_report(svc: Service, name: str, token: str | None,
@@ -251,11 +252,11 @@ def take_report(svc: Service, name: str, token: str | None,
     node = svc.state.node(name)
     if node is None:
         raise reports.Refused(404, f"no node '{name}' in the cluster file")
-    if token is not None and not secrets.compare_digest(token, node["token"]):
+    if token is not None and not secrets.compare_digest(token, node.token):
         raise reports.Refused(403, f"wrong token for {name}: use report.token of the plan "
                                    "the node got (a reinstall gives a new one)")
     report = reports.parse(body)
-    flip = lambda n: handoff.set_boot(svc.outdir, n["mac"], "local")  # noqa: E731
+    flip = lambda n: handoff.set_boot(svc.outdir, n.mac, "local")  # noqa: E731
     try:
         outcome = reports.record(svc.state, name, report, token is not None, on_installed=flip)
     except InstallerError as e:     # the PXE flip failed: nothing recorded, the agent retries
@@ -274,19 +275,22 @@ def _bearer(request: web.Request) -> tuple[str | None, web.Response | None]:
     return token.strip(), None
 
 
-def _join(svc: Service, node: dict) -> None:
+def _join(svc: Service, node: NodeRow) -> None:
     try:
         svc.on_booted(svc.state, node)
     except Exception as e:  # noqa: BLE001 - a join bug must not go unnoticed, nor stop serve
-        svc.log(f"{node['name']}: join failed: {type(e).__name__}: {e}")
-        svc.state.set_state(node["name"], "failed", f"join: {type(e).__name__}: {e}")
+        svc.log(f"{node.name}: join failed: {type(e).__name__}: {e}")
+        try:
+            svc.state.set_state(node.name, NodeState.FAILED, f"join: {type(e).__name__}: {e}")
+        except InstallerError as why:   # it got further (joined) before the bug: kept
+            svc.log(f"{node.name}: not marked failed: {why}")
 
 
 # -- status and admin -----------------------------------------------------------------------
 
 async def get_nodes(request: web.Request) -> web.Response:
     svc: Service = request.app[SERVICE]
-    return await _answer(svc, lambda: [public(n) for n in svc.state.nodes()])
+    return await _answer(svc, lambda: [n.public() for n in svc.state.nodes()])
 
 
 async def get_node(request: web.Request) -> web.Response:
@@ -298,7 +302,7 @@ def node_status(state: State, name: str) -> dict:
     node = state.node(name)
     if node is None:
         raise reports.Refused(404, f"no node '{name}' in the cluster file")
-    return dict(public(node), host_keys=node["host_keys"], steps=state.steps(name))
+    return dict(node.public(), host_keys=node.host_keys, steps=state.steps(name))
 
 
 async def get_events(request: web.Request) -> web.Response:
@@ -337,12 +341,12 @@ def reinstall_node(svc: Service, name: str) -> dict:
     except InstallerError as e:
         raise reports.Refused(500, str(e)) from None
     svc.log(f"{name}: marked for reinstall")
-    return {"node": name, "state": node["state"]}
+    return {"node": name, "state": node.state}
 
 
-def reinstall(state: State, outdir: str, name: str) -> dict:
+def reinstall(state: State, outdir: str, name: str) -> NodeRow:
     """Pending, new token, install entry: together or not at all."""
-    return state.reinstall(name, before_commit=lambda node: handoff.set_boot(outdir, node["mac"],
+    return state.reinstall(name, before_commit=lambda node: handoff.set_boot(outdir, node.mac,
                                                                          "install"))
 
 

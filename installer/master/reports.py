@@ -1,7 +1,8 @@
 """The agent's progress reports: their shape, and what each one does to a node's state.
 
 pending ─install started─▶ installing ─install installed─▶ installed ─boot booted─▶ booted
-   (any failed final report ▶ failed; a new install started begins a new attempt at any time)
+   (any failed final report ▶ failed; a new install started begins a new attempt at any time;
+   installer.master.nodes.TRANSITIONS is the whole table)
 
 A report is checked completely before anything is written; a refused report changes nothing
 and gets a 4xx with the reason. Refusals are never 409: the agent retries 409 forever.
@@ -16,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from installer.master import state as st
+from installer.master.nodes import Forbidden, NodeRow, NodeState
+from installer.master.state import State
 
 LIMIT = 64 * 1024           # a report carries hook output (the agent keeps its last 4000 chars)
 STATUSES = ("started", "running", "done", "skipped", "failed", "installed", "booted")
@@ -131,105 +133,89 @@ def _host_keys(value) -> dict:
 
 @dataclass(frozen=True)
 class Outcome:
-    node: dict                  # the node after the report
+    node: NodeRow               # the node after the report
     duplicate: bool = False     # the same report again (the agent's answer was lost)
     installed: bool = False     # flipped to installed by this report
     booted: bool = False        # flipped to booted: the join may start
 
 
-def record(state: st.State, name: str, report: Report, authenticated: bool, *,
-           on_installed: Callable[[dict], None] = lambda node: None) -> Outcome:
+def record(state: State, name: str, report: Report, authenticated: bool, *,
+           on_installed: Callable[[NodeRow], None] = lambda node: None) -> Outcome:
     """Check `report` against the node's state and apply it, in one transaction.
 
     on_installed(node) runs inside the transaction (the PXE flip): if it raises, nothing
     is recorded and the agent, which retries, sends the report again."""
     now = time.time()
-    with state.transaction() as db:
-        row = db.execute("SELECT * FROM nodes WHERE name = ?", (name,)).fetchone()
-        if row is None:
+    with state.transaction():
+        node = state.node(name)
+        if node is None:
             raise Refused(404, f"no node '{name}' in the cluster file")
-        node = st.node_from_row(row)
-        if _seen(db, name, report):
+        if state.has_event(name, report.time, report.step, report.status, report.index):
             return Outcome(node, duplicate=True)
         if authenticated:
             change = decide(node, report)
         else:
-            change = _unauthenticated(db, node, report, now)
-        attempt = change.get("attempt", node["attempt"])
+            change = _unauthenticated(state, node, report, now)
+        attempt = change.get("attempt", node.attempt)
         message = report.message if authenticated else report.message[:UNAUTHENTICATED_MESSAGE]
-        st.insert_event(db, name, attempt, report.step, report.status, message,
-                        report.index, report.total, report.final, report.time, now,
-                        authenticated)
+        state.add_event(name, attempt, report.step, report.status, message,
+                        index=report.index, total=report.total, final=report.final,
+                        node_time=report.time, received=now, authenticated=authenticated)
         if change:
-            _update(db, name, dict(change, updated=now))
-            db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                       "ON CONFLICT (node, attempt, step) DO UPDATE SET status = "
-                       "excluded.status, idx = excluded.idx, total = excluded.total, "
-                       "message = excluded.message, updated = excluded.updated",
-                       (name, attempt, report.step, report.status, report.index,
-                        report.total, message, now, now))
-        after = st.node_from_row(db.execute("SELECT * FROM nodes WHERE name = ?",
-                                            (name,)).fetchone())
-        installed = change.get("state") == "installed"
+            try:
+                state.update_node(name, change, now)
+            except Forbidden as e:      # decide() lets no such report through: a backstop
+                raise Refused(422, f"report '{report.step} {report.status}': {e}") from None
+            state.save_step(name, attempt, report.step, report.status, report.index,
+                            report.total, message, now)
+        after = state.require(name, "record")
+        installed = change.get("state") == NodeState.INSTALLED
         if installed:
             on_installed(after)
-        return Outcome(after, installed=installed, booted=change.get("state") == "booted")
+        return Outcome(after, installed=installed,
+                       booted=change.get("state") == NodeState.BOOTED)
 
 
-def _seen(db, name: str, r: Report) -> bool:
-    return db.execute("SELECT 1 FROM events WHERE node = ? AND node_time = ? AND step = ? "
-                      "AND status = ? AND idx = ?",
-                      (name, r.time, r.step, r.status, r.index)).fetchone() is not None
-
-
-def _update(db, name: str, change: dict) -> None:
-    cols = {"index": "idx"}
-    values = {cols.get(k, k): json.dumps(v) if k == "host_keys" else v
-              for k, v in change.items()}
-    db.execute(f"UPDATE nodes SET {', '.join(f'{k} = ?' for k in values)} WHERE name = ?",
-               (*values.values(), name))
-
-
-def decide(node: dict, r: Report) -> dict:
+def decide(node: NodeRow, r: Report) -> dict:
     """The node's changed fields after an authenticated report; Refused(422) if out of order."""
-    name, state = node["name"], node["state"]
+    name, state = node.name, node.state
     if (r.step, r.status) == ("install", "started"):
-        return {"state": "installing", "attempt": node["attempt"] + 1,
+        return {"state": NodeState.INSTALLING, "attempt": node.attempt + 1,
                 "attempt_time": r.time, "step": "install", "index": 0, "total": r.total,
                 "message": r.message, "host_keys": {}}
     if (r.step, r.status) == ("boot", "booted"):
         return _booted(node, r)
-    if state != "installing":
-        why = {"pending": "no install has started",
-               "failed": "its install failed"}.get(state, f"it is {state}")
+    if state != NodeState.INSTALLING:
+        why = {NodeState.PENDING: "no install has started",
+               NodeState.FAILED: "its install failed"}.get(state, f"it is {state}")
         raise Refused(422, f"report '{r.step} {r.status}' for {name} is out of order: {why}; "
                            "an install's reports begin with 'install started'")
-    if r.time < node["attempt_time"]:
+    if r.time < node.attempt_time:
         raise Refused(422, f"report '{r.step} {r.status}' for {name} is older than the "
                            "install attempt it would belong to (a leftover of an earlier one)")
-    if r.index and r.index < node["index"]:
+    if r.index and r.index < node.index:
         raise Refused(422, f"report '{r.step} {r.status}' for {name} is out of order: "
-                           f"index {r.index} after {node['index']}")
-    if r.total and node["total"] and r.total != node["total"]:
+                           f"index {r.index} after {node.index}")
+    if r.total and node.total and r.total != node.total:
         raise Refused(422, f"report '{r.step} {r.status}' for {name} has total {r.total}, "
-                           f"but its install started with {node['total']} stages")
-    change = {"step": r.step, "message": r.message, "index": r.index or node["index"]}
+                           f"but its install started with {node.total} stages")
+    change = {"step": r.step, "message": r.message, "index": r.index or node.index}
     if (r.step, r.status) == ("install", "installed"):
-        return dict(change, state="installed", host_keys=r.host_keys)
+        return dict(change, state=NodeState.INSTALLED, host_keys=r.host_keys)
     if r.status == "failed" and r.final:
-        return dict(change, state="failed")
+        return dict(change, state=NodeState.FAILED)
     return change
 
 
-def _booted(node: dict, r: Report) -> dict:
+def _booted(node: NodeRow, r: Report) -> dict:
     """The node booted its own disk: only after its install, and with the same host keys."""
-    name, state = node["name"], node["state"]
+    name, state = node.name, node.state
     if not r.host_keys:
         raise Refused(400, "a 'boot booted' report must carry the node's host_keys")
-    if state in ("pending", "installing"):
+    if state in (NodeState.PENDING, NodeState.INSTALLING):
         raise Refused(422, f"'boot booted' for {name} is out of order: it is {state}, and "
                            "a node reports booted only after 'install installed'")
-    known = node["host_keys"]
+    known = node.host_keys
     # gnt-node add gives every node the master's rsa/ecdsa host keys; its own ed25519 key
     # stays, so that is the key that tells a joined node from another disk.
     common = set(known) & set(r.host_keys)
@@ -238,29 +224,28 @@ def _booted(node: dict, r: Report) -> dict:
         raise Refused(422, f"the host keys {name} reports differ from those its install "
                            "reported: not the disk that was installed; check the machine and "
                            f"run ganeti-installer reinstall for {name}")
-    if state in ("joining", "joined"):
+    if state in (NodeState.JOINING, NodeState.JOINED):
         return {}       # a member rebooted: recorded, and the join is not run again
-    return {"state": "booted", "step": "boot", "message": r.message,
+    return {"state": NodeState.BOOTED, "step": "boot", "message": r.message,
             "host_keys": known or r.host_keys}
 
 
-def _unauthenticated(db, node: dict, r: Report, now: float) -> dict:
+def _unauthenticated(state: State, node: NodeRow, r: Report, now: float) -> dict:
     """The agent's 'plan failed' (it has no token): at most marks the node failed.
 
     Anyone on the provisioning LAN could send it, so it never touches an installed node
     (whose plan, and token, the master no longer hands out) and is rate limited."""
-    name = node["name"]
+    name = node.name
     if not r.plan_failed:
         raise Refused(401, f"a report for {name} needs 'Authorization: Bearer <token>' with "
                            "the token of the node's plan (report.token)")
-    if node["state"] in st.INSTALLED:
-        raise Refused(401, f"{name} is {node['state']}: a report without a token is taken "
+    if node.on_disk:
+        raise Refused(401, f"{name} is {node.state}: a report without a token is taken "
                            "only from a node that is installing")
-    last = db.execute("SELECT MAX(received) FROM events WHERE node = ? AND authenticated = 0",
-                      (name,)).fetchone()[0]
+    last = state.last_unauthenticated(name)
     if last is not None and now - last < UNAUTHENTICATED_EVERY:
         raise Refused(429, f"a report without a token for {name} came "
                            f"{now - last:.1f} s ago: one per {UNAUTHENTICATED_EVERY:.0f} s")
     message = r.message[:UNAUTHENTICATED_MESSAGE]
-    return {"state": "failed", "step": "plan",
+    return {"state": NodeState.FAILED, "step": "plan",
             "message": f"the agent could not use its plan: {message}"}

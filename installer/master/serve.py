@@ -8,7 +8,7 @@ this one stopped: nodes, events and tokens are in the database.
 
 The join hook (installer.master.join.hook.JoinHook, unless --no-join) runs in a worker thread when a
 node reports booted from its own disk; it moves the node through state.set_state(name,
-"joining" | "joined" | "failed", message). Without it nodes stay booted. Stopping serve ends
+NodeState.JOINING | JOINED | FAILED, message). Without it nodes stay booted. Stopping serve ends
 a running join's commands (ssh to the nodes) instead of waiting minutes for them; the node
 stays "joining", and the next serve joins it again, with every node still "booted".
 """
@@ -30,7 +30,8 @@ from installer.master.join import running
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
 from installer.master.join.hook import JoinHook
-from installer.master.state import INSTALLED, State, open_state
+from installer.master.nodes import NodeRow, NodeState
+from installer.master.state import State, open_state
 from installer.master import handoff
 from installer.cluster import layout
 
@@ -74,14 +75,14 @@ def sync_pxe(state: State, outdir: str) -> None:
     """Installed nodes boot their disk, the others install: the state decides, not the last
     render (which sets every node to install)."""
     for node in state.nodes():
-        want = "local" if node["state"] in INSTALLED else "install"
+        want = "local" if node.on_disk else "install"
         try:
-            now = handoff.boot_form(outdir, node["mac"])
+            now = handoff.boot_form(outdir, node.mac)
         except InstallerError:
             now = None      # half flipped: set it whole
         if now != want:
-            handoff.set_boot(outdir, node["mac"], want)
-            log(f"{node['name']} is {node['state']}: its PXE entry is now '{want}'")
+            handoff.set_boot(outdir, node.mac, want)
+            log(f"{node.name} is {node.state}: its PXE entry is now '{want}'")
 
 
 def prepare(opts: Options) -> api.Service:
@@ -101,13 +102,13 @@ def prepare(opts: Options) -> api.Service:
     return api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
 
 
-def requeue_joins(state: State) -> list[dict]:
+def requeue_joins(state: State) -> list[NodeRow]:
     """The nodes to join at start: booted while no serve ran, or "joining" when the last one
     stopped (booted again, as they reported)."""
     for node in state.nodes():
-        if node["state"] == "joining":
-            state.set_state(node["name"], "booted", "the join starts again")
-    return [n for n in state.nodes() if n["state"] == "booted"]
+        if node.state == NodeState.JOINING:
+            state.set_state(node.name, NodeState.BOOTED, "the join starts again")
+    return [n for n in state.nodes() if n.state == NodeState.BOOTED]
 
 
 def run(opts: Options, *, ready: Callable[[str], None] | None = None) -> int:

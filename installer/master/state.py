@@ -1,9 +1,13 @@
 """The master's state in SQLite (stdlib, WAL): nodes, their install steps and events, and the
-MACs that asked for a plan but are not in the cluster file.
+MACs that asked for a plan but are not in the cluster file. The only module with SQL.
 
 Every change is one transaction, so a restart of `serve` (or a crash) loses nothing that was
 acknowledged. Other processes may open the same file: the join component and the `reinstall`
-command change a node through the same methods, and SQLite serialises the writers.
+command change a node through the same methods, and SQLite serialises the writers. Every
+change of a node's state is checked against installer.master.nodes.TRANSITIONS.
+
+The file carries its schema version (PRAGMA user_version); opening an older one migrates it
+(MIGRATIONS), a newer one is refused.
 """
 
 from __future__ import annotations
@@ -19,32 +23,36 @@ from typing import Any, Callable, Iterator
 
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
+from installer.master.nodes import JOIN_STATES, NodeRow, NodeState, check
 
-STATES = ("pending", "installing", "installed", "booted", "joining", "joined", "failed")
-# States a join component may set (installer/join.py): the install's own states come from
-# the node's reports only.
-JOIN_STATES = ("booted", "joining", "joined", "failed")
-# A node in one of these states is not meant to install: its plan (and token) is not served.
-INSTALLED = ("installed", "booted", "joining", "joined")
 UNKNOWN_KEEP = 1024             # a flood of made-up MACs cannot grow the table past this
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nodes (
+# -- schema -----------------------------------------------------------------------------------
+# Version 0: the release before schema versions (no user_version). Version 1: nodes.state
+# may hold only a NodeState. A later version adds a step to MIGRATIONS and leaves these
+# texts as they are: the step from 0 to 1 makes exactly this table.
+SCHEMA_VERSION = 1
+V1_STATES = ("pending", "installing", "installed", "booted", "joining", "joined", "failed")
+NODES_V1 = """CREATE TABLE {table} (
     name TEXT PRIMARY KEY,
     mac TEXT NOT NULL UNIQUE,
     ip TEXT NOT NULL,
     token TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ({states})),
     step TEXT NOT NULL DEFAULT '',
     idx INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
     attempt INTEGER NOT NULL DEFAULT 0,
     attempt_time REAL NOT NULL DEFAULT 0,    -- the node's clock at its install started
     message TEXT NOT NULL DEFAULT '',
-    host_keys TEXT NOT NULL DEFAULT '{}',
+    host_keys TEXT NOT NULL DEFAULT '{{}}',
     updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS steps (
+)"""
+NODE_COLUMNS = ("name", "mac", "ip", "token", "state", "step", "idx", "total", "attempt",
+                "attempt_time", "message", "host_keys", "updated")
+TABLES = (
+    NODES_V1.format(table="nodes", states=", ".join(f"'{s}'" for s in V1_STATES)),
+    """CREATE TABLE steps (
     node TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     step TEXT NOT NULL,
@@ -55,8 +63,8 @@ CREATE TABLE IF NOT EXISTS steps (
     started REAL NOT NULL,
     updated REAL NOT NULL,
     PRIMARY KEY (node, attempt, step)
-);
-CREATE TABLE IF NOT EXISTS events (
+)""",
+    """CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -69,20 +77,62 @@ CREATE TABLE IF NOT EXISTS events (
     node_time REAL NOT NULL,
     received REAL NOT NULL,
     authenticated INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_node ON events (node, node_time);
-CREATE TABLE IF NOT EXISTS unknown (
+)""",
+    "CREATE INDEX events_by_node ON events (node, node_time)",
+    """CREATE TABLE unknown (
     mac TEXT PRIMARY KEY,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
     count INTEGER NOT NULL,
     source TEXT NOT NULL
-);
-"""
+)""",
+)
 
-# What the API and `status` show of a node: never its token.
-PUBLIC = ("name", "mac", "ip", "state", "step", "index", "total", "attempt", "updated",
-          "message")
+
+def _v0_to_v1(db: sqlite3.Connection, path: str) -> None:
+    """nodes gets its CHECK on state: SQLite adds none to a table, so the table is rebuilt."""
+    marks = ",".join("?" * len(V1_STATES))
+    for row in db.execute(f"SELECT name, state FROM nodes WHERE state NOT IN ({marks})",
+                          V1_STATES):
+        raise InstallerError(f"{path}: node {row['name']} has the state {row['state']!r}, "
+                             "which no release of ganeti-installer writes: move state.db "
+                             "aside to start over (every node then installs again)")
+    states = ", ".join(f"'{s}'" for s in V1_STATES)
+    columns = ", ".join(NODE_COLUMNS)
+    db.execute(NODES_V1.format(table="nodes_v1", states=states))
+    db.execute(f"INSERT INTO nodes_v1 ({columns}) SELECT {columns} FROM nodes")
+    db.execute("DROP TABLE nodes")
+    db.execute("ALTER TABLE nodes_v1 RENAME TO nodes")
+
+
+# MIGRATIONS[v] brings a database from version v to v + 1, inside the opening transaction.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (_v0_to_v1,)
+
+
+def _known_version(db: sqlite3.Connection, path: str) -> int:
+    """The file's schema version; InstallerError if this code is too old for it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise InstallerError(
+            f"{path} has schema version {version}, newer than this ganeti-installer knows "
+            f"({SCHEMA_VERSION}): a newer release wrote it; run that release (or a later "
+            "one), or give this one another --state directory")
+    return version
+
+
+def upgrade(db: sqlite3.Connection, path: str) -> int:
+    """Create the tables of a new database or migrate an older one; the version it had."""
+    version = _known_version(db, path)
+    new = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nodes'"
+                     ).fetchone() is None
+    if new:
+        for ddl in TABLES:
+            db.execute(ddl)
+    else:
+        for migrate in MIGRATIONS[version:]:
+            migrate(db, path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return version
 
 
 class State:
@@ -98,14 +148,25 @@ class State:
         self._readers_lock = threading.Lock()   # not self.lock: a writer may hold that
         try:
             self.db = self._connect()
+        except sqlite3.Error as e:
+            raise self._unopened(e) from None
+        try:
+            _known_version(self.db, path)   # before WAL mode: a newer file stays as it is
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged report survives a power cut of the master too.
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
+            with self.transaction() as db:  # IMMEDIATE: a second opener waits, then sees it
+                upgrade(db, path)
         except sqlite3.Error as e:
-            raise InstallerError(f"cannot open the state database {self.path}: {e}; check "
-                                 "the --state directory (serve creates it) and its "
-                                 "permissions") from None
+            self.db.close()
+            raise self._unopened(e) from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _unopened(self, e: sqlite3.Error) -> InstallerError:
+        return InstallerError(f"cannot open the state database {self.path}: {e}; check the "
+                              "--state directory (serve creates it) and its permissions")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
@@ -183,6 +244,16 @@ class State:
         return outcomes
 
     @contextmanager
+    def _writer(self) -> Iterator[sqlite3.Connection]:
+        """The caller's transaction when there is one (no savepoint: a report's few writes
+        cost what they did as plain SQL), else one of its own."""
+        if getattr(self._local, "writing", False):
+            yield self.db
+        else:
+            with self.transaction() as db:
+                yield db
+
+    @contextmanager
     def _writing(self) -> Iterator[None]:
         self._local.writing = True
         try:
@@ -205,81 +276,138 @@ class State:
                 if macs.get(row["mac"], row["name"]) != row["name"]:   # a MAC moved nodes
                     db.execute("DELETE FROM nodes WHERE name = ?", (row["name"],))
             for node in cluster.nodes:
-                row = db.execute("SELECT mac FROM nodes WHERE name = ?",
-                                 (node.name,)).fetchone()
-                if row is None:
-                    db.execute("INSERT INTO nodes (name, mac, ip, token, updated) "
-                               "VALUES (?, ?, ?, ?, ?)",
-                               (node.name, node.mac, node.ip, new_token(), now))
-                elif row["mac"] != node.mac:
-                    db.execute("UPDATE nodes SET mac = ?, ip = ?, token = ?, state = 'pending', "
+                old = self.node(node.name)
+                if old is None:
+                    db.execute("INSERT INTO nodes (name, mac, ip, token, state, updated) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
+                               (node.name, node.mac, node.ip, new_token(), NodeState.PENDING,
+                                now))
+                elif old.mac != node.mac:
+                    check(node.name, old.state, NodeState.PENDING)
+                    db.execute("UPDATE nodes SET mac = ?, ip = ?, token = ?, state = ?, "
                                "step = '', idx = 0, total = 0, host_keys = '{}', "
                                "message = 'new MAC in the cluster file', updated = ? "
                                "WHERE name = ?",
-                               (node.mac, node.ip, new_token(), now, node.name))
+                               (node.mac, node.ip, new_token(), NodeState.PENDING, now,
+                                node.name))
                 else:
                     db.execute("UPDATE nodes SET ip = ? WHERE name = ?", (node.ip, node.name))
 
-    def node(self, name: str) -> dict | None:
+    def node(self, name: str) -> NodeRow | None:
         rows = self._query("SELECT * FROM nodes WHERE name = ?", (name,))
-        return node_from_row(rows[0]) if rows else None
+        return _node(rows[0]) if rows else None
 
-    def node_by_mac(self, mac: str) -> dict | None:
+    def node_by_mac(self, mac: str) -> NodeRow | None:
         rows = self._query("SELECT * FROM nodes WHERE mac = ?", (mac,))
-        return node_from_row(rows[0]) if rows else None
+        return _node(rows[0]) if rows else None
 
-    def nodes(self) -> list[dict]:
+    def nodes(self) -> list[NodeRow]:
         rows = self._query("SELECT * FROM nodes ORDER BY name")
-        return [node_from_row(r) for r in rows]
+        return [_node(r) for r in rows]
 
-    def set_state(self, name: str, state: str, message: str = "") -> None:
+    def require(self, name: str, what: str) -> NodeRow:
+        """The node, or InstallerError naming `what` wanted it and the nodes there are."""
+        node = self.node(name)
+        if node is None:
+            names = [n.name for n in self.nodes()]
+            raise InstallerError(f"{what}: no node '{name}' in the cluster: use one of "
+                                 f"{', '.join(names)}")
+        return node
+
+    def set_state(self, name: str, state: NodeState | str, message: str = "") -> NodeRow:
         """For the join component: booted → joining → joined, or failed, with a message."""
         if state not in JOIN_STATES:
-            raise InstallerError(f"set_state({name!r}, {state!r}): a join may set only "
+            raise InstallerError(f"set_state({name!r}, {str(state)!r}): a join may set only "
                                  f"{', '.join(JOIN_STATES)}")
+        state = NodeState(state)
         with self.transaction() as db:
-            row = db.execute("SELECT attempt FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise InstallerError(f"set_state: no node '{name}' in the state database")
+            node = self.require(name, "set_state")
+            check(name, node.state, state)
             now = time.time()
             db.execute("UPDATE nodes SET state = ?, step = 'join', message = ?, updated = ? "
                        "WHERE name = ?", (state, message, now, name))
-            insert_event(db, name, row["attempt"], "join", state, message, 0, 0,
-                          state in ("joined", "failed"), now, now, True)
+            self.add_event(name, node.attempt, "join", state, message,
+                           final=state in (NodeState.JOINED, NodeState.FAILED),
+                           node_time=now, received=now, authenticated=True)
+            return self.require(name, "set_state")
 
     def note(self, name: str, message: str, step: str = "join") -> None:
         """A line for the node's event log (what the join's commands print)."""
-        with self.transaction() as db:
-            row = db.execute("SELECT attempt FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise InstallerError(f"note: no node '{name}' in the state database")
+        with self.transaction():
+            node = self.require(name, "note")
             now = time.time()
-            insert_event(db, name, row["attempt"], step, "log", message, 0, 0, False, now, now,
-                         True)
+            self.add_event(name, node.attempt, step, "log", message, node_time=now,
+                           received=now, authenticated=True)
 
-    def reinstall(self, name: str, before_commit=lambda node: None) -> dict:
+    def reinstall(self, name: str,
+                  before_commit: Callable[[NodeRow], None] = lambda node: None) -> NodeRow:
         """Back to pending with a new token (an old disk's token stops working).
 
         before_commit(node) runs inside the transaction (the PXE flip back to install): if
         it raises, nothing changes."""
         with self.transaction() as db:
-            row = db.execute("SELECT attempt FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                names = [r["name"] for r in db.execute("SELECT name FROM nodes ORDER BY name")]
-                raise InstallerError(f"no node '{name}' in the cluster: use one of "
-                                     f"{', '.join(names)}")
+            node = self.require(name, "reinstall")
+            check(name, node.state, NodeState.PENDING)
             now = time.time()
-            db.execute("UPDATE nodes SET state = 'pending', step = '', idx = 0, total = 0, "
+            db.execute("UPDATE nodes SET state = ?, step = '', idx = 0, total = 0, "
                        "token = ?, host_keys = '{}', message = 'marked for reinstall', "
-                       "updated = ? WHERE name = ?", (new_token(), now, name))
-            insert_event(db, name, row["attempt"], "reinstall", "pending",
-                         "marked for reinstall", 0, 0, False, now, now, True)
-            node = node_from_row(db.execute("SELECT * FROM nodes WHERE name = ?",
-                                            (name,)).fetchone())
-            before_commit(node)
-        return node
+                       "updated = ? WHERE name = ?",
+                       (NodeState.PENDING, new_token(), now, name))
+            self.add_event(name, node.attempt, "reinstall", NodeState.PENDING,
+                           "marked for reinstall", node_time=now, received=now,
+                           authenticated=True)
+            after = self.require(name, "reinstall")
+            before_commit(after)
+        return after
 
-    # -- events -----------------------------------------------------------------------------
+    def update_node(self, name: str, change: dict[str, Any], now: float) -> None:
+        """Apply a report's change ({"state": ..., "index": ..., ...}); a new state must be
+        one the node may move to (nodes.Forbidden otherwise, and nothing changes)."""
+        unknown = set(change) - set(_CHANGEABLE)
+        if unknown:
+            raise ValueError(f"update_node: no such node field(s) {', '.join(sorted(unknown))}")
+        with self._writer() as db:
+            if "state" in change:
+                change = dict(change, state=NodeState(change["state"]))
+                check(name, self.require(name, "update_node").state, change["state"])
+            values = [json.dumps(v) if k == "host_keys" else v for k, v in change.items()]
+            sets = ", ".join(f"{_CHANGEABLE[k]} = ?" for k in change)
+            db.execute(f"UPDATE nodes SET {sets}, updated = ? WHERE name = ?",
+                       (*values, now, name))
+
+    # -- steps and events -------------------------------------------------------------------
+
+    def save_step(self, name: str, attempt: int, step: str, status: str, index: int,
+                  total: int, message: str, now: float) -> None:
+        """The step's latest status in the node's attempt (begun now if it is new)."""
+        with self._writer() as db:
+            db.execute("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (node, attempt, step) DO UPDATE SET status = "
+                       "excluded.status, idx = excluded.idx, total = excluded.total, "
+                       "message = excluded.message, updated = excluded.updated",
+                       (name, attempt, step, status, index, total, message, now, now))
+
+    def add_event(self, name: str, attempt: int, step: str, status: str, message: str, *,
+                  index: int = 0, total: int = 0, final: bool = False, node_time: float,
+                  received: float, authenticated: bool) -> None:
+        with self._writer() as db:
+            db.execute("INSERT INTO events (node, attempt, step, status, message, idx, total, "
+                       "final, node_time, received, authenticated) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (name, attempt, step, status, message, index, total, int(final),
+                        node_time, received, int(authenticated)))
+
+    def has_event(self, name: str, node_time: float, step: str, status: str,
+                  index: int) -> bool:
+        """Whether the node reported this already (the agent resends a lost answer's)."""
+        return bool(self._query(
+            "SELECT 1 FROM events WHERE node = ? AND node_time = ? AND step = ? "
+            "AND status = ? AND idx = ?", (name, node_time, step, status, index)))
+
+    def last_unauthenticated(self, name: str) -> float | None:
+        """When the node's last report without a token came (the master's clock)."""
+        return self._query("SELECT MAX(received) FROM events WHERE node = ? AND "
+                           "authenticated = 0", (name,))[0][0]
 
     def events(self, name: str, limit: int = 1000) -> list[dict]:
         """The node's latest events, oldest first."""
@@ -317,20 +445,23 @@ class State:
         return [dict(r) for r in rows]
 
 
+# NodeRow's fields a report may change, and their columns.
+_CHANGEABLE = {"state": "state", "attempt": "attempt", "attempt_time": "attempt_time",
+               "step": "step", "index": "idx", "total": "total", "message": "message",
+               "host_keys": "host_keys"}
+
+
 def new_token() -> str:
     """A per-node API token: URL-safe, as the plan schema requires."""
     return secrets.token_urlsafe(32)
 
 
-def node_from_row(row: sqlite3.Row) -> dict:
-    out = dict(row)
-    out["index"] = out.pop("idx")
-    out["host_keys"] = json.loads(out["host_keys"])
-    return out
-
-
-def public(node: dict) -> dict:
-    return {k: node[k] for k in PUBLIC}
+def _node(row: sqlite3.Row) -> NodeRow:
+    return NodeRow(name=row["name"], mac=row["mac"], ip=row["ip"], token=row["token"],
+                   state=NodeState(row["state"]), step=row["step"], index=row["idx"],
+                   total=row["total"], attempt=row["attempt"],
+                   attempt_time=row["attempt_time"], message=row["message"],
+                   host_keys=json.loads(row["host_keys"]), updated=row["updated"])
 
 
 def _event(row: sqlite3.Row) -> dict:
@@ -338,14 +469,6 @@ def _event(row: sqlite3.Row) -> dict:
             "status": row["status"], "message": row["message"], "index": row["idx"],
             "total": row["total"], "final": bool(row["final"]), "time": row["node_time"],
             "received": row["received"], "authenticated": bool(row["authenticated"])}
-
-
-def insert_event(db, node, attempt, step, status, message, idx, total, final, node_time,
-                  received, authenticated) -> None:
-    db.execute("INSERT INTO events (node, attempt, step, status, message, idx, total, final, "
-               "node_time, received, authenticated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-               (node, attempt, step, status, message, idx, total, int(final), node_time,
-                received, int(authenticated)))
 
 
 def open_state(state_dir: str) -> State:

@@ -1,25 +1,29 @@
 """The one error a join ends with: a kind the caller can act on and a message a person can.
 
-Kinds (the node's state message is the error's message; `kind` picks the next step):
-    unreachable     no SSH connection to the node or the master (refused, no route, timeout)
-    password        ssh wanted a password or refused our key: a password is never typed
-    host-key        the key a host showed is not the one it reported (or the pin is missing)
-    version         Ganeti missing on the node, or a version the master cannot talk to
-    already-member  `gnt-node add` without --readd for a node the cluster has
-    not-member      `gnt-node add --readd` for a node the cluster does not have
-    verify          `gnt-cluster verify` reports errors about the node (or did not run)
-    timeout         a command gave no end within its time
-    failed          anything else, with the command's last output
+The node's state message is "<kind>: <message>"; `kind` picks the next step.
 """
 
 from __future__ import annotations
 
-KINDS = ("unreachable", "password", "host-key", "version", "already-member", "not-member",
-         "verify", "timeout", "failed")
+import enum
+
+
+class JoinKind(enum.StrEnum):
+    """Why a join failed; the value is what the node's message starts with."""
+    UNREACHABLE = "unreachable"         # no SSH connection to the node or the master
+    PASSWORD = "password"               # ssh wanted a password or refused our key: never typed
+    HOST_KEY = "host-key"               # a host showed a key it did not report (or none pinned)
+    VERSION = "version"                 # Ganeti missing on the node, or a version too far apart
+    ALREADY_MEMBER = "already-member"   # `gnt-node add` without --readd for a member
+    NOT_MEMBER = "not-member"           # `gnt-node add --readd` for a node the cluster lacks
+    VERIFY = "verify"                   # `gnt-cluster verify` names the node (or did not run)
+    TIMEOUT = "timeout"                 # a command gave no end within its time
+    FAILED = "failed"                   # anything else, with the command's last output
 
 
 class JoinError(Exception):
-    def __init__(self, kind: str, message: str, *, output: str = "", details=None):
-        assert kind in KINDS, kind
+    def __init__(self, kind: JoinKind, message: str, *, output: str = "", details=None):
+        if not isinstance(kind, JoinKind):
+            raise TypeError(f"JoinError kind {kind!r} is not a JoinKind")
         self.kind, self.message, self.output, self.details = kind, message, output, details
         super().__init__(message)

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from installer.cluster.config import Cluster, Node
+from installer.master.join.errors import JoinKind
 
 # Every value put on a Ganeti command line; the command also goes through shlex quoting on
 # its way over SSH, this check is so that nothing odd reaches Ganeti's own option parser.
@@ -87,24 +88,24 @@ _NO_PING = re.compile(r"Node not reachable by ping|Node secondary ip not reachab
 _MASTER = re.compile(r"is the master, cannot readd|Cannot readd the master node")
 
 
-def add_failure(output: str, node: Node) -> tuple[str, str] | None:
+def add_failure(output: str, node: Node) -> tuple[JoinKind, str] | None:
     """(kind, message) for a failed `gnt-node add`, from Ganeti's own words; None if unknown."""
     name = node.fqdn
     if _ALREADY.search(output):
-        return ("already-member", f"{name} is already in the cluster: a rebuilt node is "
+        return (JoinKind.ALREADY_MEMBER, f"{name} is already in the cluster: a rebuilt node is "
                 "added again with --readd; a node to start over is removed first "
                 f"(gnt-node remove {name})")
     if _NOT_MEMBER.search(output):
-        return ("not-member", f"{name} is not in the cluster, so it cannot be re-added: "
+        return (JoinKind.NOT_MEMBER, f"{name} is not in the cluster, so it cannot be re-added: "
                 "it is added as a new node (without --readd)")
     m = _VERSION.search(output)
     if m:
-        return ("version", f"Ganeti on {name} speaks protocol {m[2]}, the master "
+        return (JoinKind.VERSION, f"Ganeti on {name} speaks protocol {m[2]}, the master "
                 f"{m[1]}: install the master's Ganeti version on the node")
     if _MASTER.search(output):
-        return ("failed", f"{name} is the master: the master is never re-added")
+        return (JoinKind.FAILED, f"{name} is the master: the master is never re-added")
     if _NO_PING.search(output):
-        return ("unreachable", f"the master cannot reach Ganeti's node daemon on {name} "
+        return (JoinKind.UNREACHABLE, f"the master cannot reach Ganeti's node daemon on {name} "
                 "(TCP port 1811): check the node's management address and firewall")
     return None
 

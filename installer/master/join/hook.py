@@ -13,6 +13,7 @@ import threading
 
 from installer.cluster.config import Cluster
 from installer.master.join.joiner import Joiner, JoinError
+from installer.master.nodes import NodeRow, NodeState
 from installer.master.state import State
 
 
@@ -30,23 +31,23 @@ class JoinHook:
         "joining" (not failed) for the next serve to run again."""
         self.stopping.set()
 
-    def __call__(self, state: State, node: dict) -> None:
+    def __call__(self, state: State, node: NodeRow) -> None:
         with self.lock:
             if not self.stopping.is_set():
                 self._turn(state, node)
 
-    def _turn(self, state: State, node: dict) -> None:
-        now = state.node(node["name"])
+    def _turn(self, state: State, node: NodeRow) -> None:
+        now = state.node(node.name)
         # The report's node may have waited here while the master's turn joined it.
-        if now is None or now["state"] != "booted":
+        if now is None or now.state != NodeState.BOOTED:
             return
-        self._join(state, node["name"])
-        if node["name"] != self.cluster.master or not self._master_joined(state):
+        self._join(state, node.name)
+        if node.name != self.cluster.master or not self._master_joined(state):
             return
         for waiting in state.nodes():       # booted before the cluster existed
-            if waiting["state"] == "booted" and waiting["name"] != self.cluster.master \
+            if waiting.state == NodeState.BOOTED and waiting.name != self.cluster.master \
                     and not self.stopping.is_set():
-                self._join(state, waiting["name"])
+                self._join(state, waiting.name)
 
     def _stopped(self, state: State, name: str, error: Exception) -> bool:
         """A failure from serve ending the join's commands: noted, the node stays joining."""
@@ -56,10 +57,10 @@ class JoinHook:
 
     def _master_joined(self, state: State) -> bool:
         master = state.node(self.cluster.master)
-        return master is not None and master["state"] == "joined"
+        return master is not None and master.state == NodeState.JOINED
 
     def _join(self, state: State, name: str) -> None:
-        row, node = state.node(name), self.cluster.node(name)
+        row, node = state.require(name, "join"), self.cluster.node(name)
         is_master = name == self.cluster.master
         if not is_master and not self._master_joined(state):
             state.note(name, f"waiting for the master {self.cluster.master} to bootstrap "
@@ -69,20 +70,21 @@ class JoinHook:
                         log=lambda who, line: state.note(who, line), **self.options)
         try:
             if is_master:
-                state.set_state(name, "joining", "gnt-cluster init")
-                result = joiner.bootstrap(node, row["host_keys"])
+                state.set_state(name, NodeState.JOINING, "gnt-cluster init")
+                result = joiner.bootstrap(node, row.host_keys)
             else:
                 readd = node.fqdn in joiner.members()
-                state.set_state(name, "joining", "gnt-node add" + (" --readd" if readd else ""))
-                result = joiner.join(node, row["host_keys"], readd)
+                state.set_state(name, NodeState.JOINING,
+                                "gnt-node add" + (" --readd" if readd else ""))
+                result = joiner.join(node, row.host_keys, readd)
         except JoinError as e:
             if not self._stopped(state, name, e):
-                state.set_state(name, "failed", f"{e.kind}: {e.message}")
+                state.set_state(name, NodeState.FAILED, f"{e.kind}: {e.message}")
             return
         except Exception as e:  # noqa: BLE001 - any failure once serve ended the commands
             if not self._stopped(state, name, e):
                 raise
             return
         warnings = result.verify.warnings
-        state.set_state(name, "joined", "gnt-cluster verify: no errors" +
+        state.set_state(name, NodeState.JOINED, "gnt-cluster verify: no errors" +
                         (f", {len(warnings)} warnings" if warnings else ""))

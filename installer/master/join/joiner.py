@@ -33,11 +33,11 @@ from installer.master.join import gnt, prompts
 from installer.cluster import sshkeys
 from installer.master import statedir
 from installer.cluster.config import Cluster, Node
-from installer.master.join.errors import JoinError
+from installer.master.join.errors import JoinError, JoinKind
 from installer.master.join.remote import Remote
 from installer.cluster.sshkeys import PublicKey
 
-__all__ = ["Joiner", "JoinResult", "JoinError"]
+__all__ = ["Joiner", "JoinResult", "JoinError", "JoinKind"]
 
 # Root's public keys on the master: Ganeti 3.0 makes id_rsa (2.x made id_dsa).
 MASTER_KEYS = ["sh", "-c", "cat /root/.ssh/id_*.pub"]
@@ -120,15 +120,16 @@ class Joiner:
         try:
             return sshkeys.reported_keys(host_keys)
         except ValueError as e:
-            raise JoinError("host-key", f"{node.name}'s reported host keys: {e}") from None
+            raise JoinError(JoinKind.HOST_KEY, f"{node.name}'s reported host keys: {e}") from None
 
     # -- the first node -------------------------------------------------------------------
 
     def bootstrap(self, first: Node, host_keys: Mapping[str, str]) -> JoinResult:
         """`gnt-cluster init` on the first node (once) and the paper's kvm parameters."""
         if first.name != self.cluster.master:
-            raise JoinError("failed", f"{first.name} is not the master the cluster file names "
-                            f"({self.cluster.master}): only the master is bootstrapped")
+            raise JoinError(JoinKind.FAILED, f"{first.name} is not the master the cluster "
+                            f"file names ({self.cluster.master}): only the master is "
+                            "bootstrapped")
         keys = self._reported(first, host_keys)
         self._pin(first, keys)
         self._version(first)
@@ -149,7 +150,7 @@ class Joiner:
         if done.returncode != 0 or not name:
             return False
         if name != self.cluster.fqdn:
-            raise JoinError("failed", f"{first.name} is the master of another cluster, "
+            raise JoinError(JoinKind.FAILED, f"{first.name} is the master of another cluster, "
                             f"{name}, not {self.cluster.fqdn}: destroy it there "
                             "(gnt-cluster destroy --yes-do-it) or reinstall the node")
         return True
@@ -168,13 +169,13 @@ class Joiner:
         """`gnt-node add` on the master for `node`, then `gnt-cluster verify`."""
         master = self.cluster.node(self.cluster.master)
         if node.name == master.name:
-            raise JoinError("failed", f"{node.name} is the master: it is bootstrapped, "
+            raise JoinError(JoinKind.FAILED, f"{node.name} is the master: it is bootstrapped, "
                             "not joined")
         keys = self._reported(node, host_keys)
         self._pin(node, keys)
         master_keys = self.pinned(master)
         if not master_keys:
-            raise JoinError("host-key", f"no host key is pinned for the master "
+            raise JoinError(JoinKind.HOST_KEY, f"no host key is pinned for the master "
                             f"{master.name}: it joins nodes only after its own bootstrap")
         self._prerequisites(node, master)
         self._authorize_master(node, master)
@@ -195,7 +196,7 @@ class Joiner:
         node_version = self._version(node)
         master_version = self._version(master)
         if not gnt.compatible(master_version, node_version):
-            raise JoinError("version", f"{node.name} has Ganeti {node_version[2]}, the "
+            raise JoinError(JoinKind.VERSION, f"{node.name} has Ganeti {node_version[2]}, the "
                             f"master {master_version[2]}: they cannot talk (same major.minor "
                             "needed); install the master's version on the node")
         self._resolves(node, master)
@@ -205,7 +206,7 @@ class Joiner:
                                timeout=self.timeouts["short"])
         version = gnt.release(done.stdout)
         if version is None:
-            raise JoinError("version", f"Ganeti is not installed on {node.name} "
+            raise JoinError(JoinKind.VERSION, f"Ganeti is not installed on {node.name} "
                             f"(`gnt-cluster --version` said: "
                             f"{prompts.tail(done.stderr + done.stdout, 3) or 'nothing'})")
         self._log(node, f"Ganeti {version[2]} is installed")
@@ -219,7 +220,7 @@ class Joiner:
         found = done.stdout.split()[:1]
         if found != [node.ip]:
             got = found[0] if found else "nothing"
-            raise JoinError("failed", f"{node.fqdn} resolves to {got} on the master "
+            raise JoinError(JoinKind.FAILED, f"{node.fqdn} resolves to {got} on the master "
                             f"{master.name}, not to its management address {node.ip}: fix "
                             "/etc/hosts or DNS there")
 
@@ -234,7 +235,7 @@ class Joiner:
             except ValueError:
                 continue
         if not keys:
-            raise JoinError("failed", f"the master {master.name} has no root SSH key "
+            raise JoinError(JoinKind.FAILED, f"the master {master.name} has no root SSH key "
                             "(/root/.ssh/id_*.pub), which gnt-cluster init makes: was the "
                             "cluster initialised there?")
         lines = [f"{k.line} {k.comment}".rstrip() for k in keys]
@@ -249,7 +250,7 @@ class Joiner:
         failure = gnt.add_failure(result.output, node) or prompts.ssh_failure(result.output)
         if failure:
             return JoinError(failure[0], f"{what}: {failure[1]}", output=result.output)
-        return JoinError("failed", f"{what} exited {result.status}:\n"
+        return JoinError(JoinKind.FAILED, f"{what} exited {result.status}:\n"
                          f"{prompts.tail(result.output)}", output=result.output)
 
     # -- Ganeti commands ------------------------------------------------------------------
@@ -260,7 +261,7 @@ class Joiner:
             timeout=self.timeouts[step])
         if result.status != 0:
             failure = prompts.ssh_failure(result.output)
-            kind, why = failure if failure else ("failed", prompts.tail(result.output))
+            kind, why = failure if failure else (JoinKind.FAILED, prompts.tail(result.output))
             raise JoinError(kind, f"`{shlex.join(argv)}` on {node.name} failed: {why}",
                             output=result.output)
         return result.output
@@ -290,11 +291,11 @@ class Joiner:
         report = gnt.parse_verify(result.output, node.fqdn)
         found = report.errors or report.warnings or report.others
         if result.status != 0 and not found:
-            raise JoinError("verify", f"gnt-cluster verify did not run on {master.name}:\n"
+            raise JoinError(JoinKind.VERIFY, f"gnt-cluster verify did not run on {master.name}:\n"
                             f"{prompts.tail(result.output)}", output=result.output,
                             details=report)
         if report.errors:
-            raise JoinError("verify", f"gnt-cluster verify reports errors about {node.fqdn}:"
+            raise JoinError(JoinKind.VERIFY, f"gnt-cluster verify reports errors about {node.fqdn}:"
                             "\n" + "\n".join(str(f) for f in report.errors),
                             output=result.output, details=report)
         return report

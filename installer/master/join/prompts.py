@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 import pexpect
 
 from installer.master.join import running
-from installer.master.join.errors import JoinError
+from installer.master.join.errors import JoinError, JoinKind
 from installer.cluster.sshkeys import PublicKey
 
 FINGERPRINT = re.compile(r"(?P<type>[A-Z0-9-]+) key fingerprint is "
@@ -86,7 +86,7 @@ def _reap(child, deadline: float, session: "_Session", timeout: float) -> None:
     """Wait for the exit status after EOF (the pty closed; the process is ending)."""
     while child.isalive():
         if time.monotonic() > deadline:
-            raise JoinError("timeout", f"{session.what}: closed its output but did not exit "
+            raise JoinError(JoinKind.TIMEOUT, f"{session.what}: closed its output but did not exit "
                             f"within {timeout:.0f} s", output=session.text())
         time.sleep(0.02)
 
@@ -117,7 +117,7 @@ class _Session:
                 return
             else:
                 self._line(self.child.before)
-                raise JoinError("timeout", f"{self.what}: no end within {timeout:.0f} s; "
+                raise JoinError(JoinKind.TIMEOUT, f"{self.what}: no end within {timeout:.0f} s; "
                                 f"last output:\n{self.tail()}", output=self.text())
 
     def _line(self, text: str) -> None:
@@ -142,7 +142,7 @@ class _Session:
             return
         self.child.sendline("no")
         self._drain()
-        raise JoinError("host-key", self._refusal(offered), output=self.text())
+        raise JoinError(JoinKind.HOST_KEY, self._refusal(offered), output=self.text())
 
     def _fingerprints(self) -> set[tuple[str, str]]:
         out = set()
@@ -171,7 +171,7 @@ class _Session:
     def _password(self, prompt: str) -> None:
         prompt = prompt.strip()
         self._line(prompt + "\n")
-        raise JoinError("password", f"{self.what}: ssh asked for a password ({prompt!r}); "
+        raise JoinError(JoinKind.PASSWORD, f"{self.what}: ssh asked for a password ({prompt!r}); "
                         "none is ever typed: the key that should let it in is missing from "
                         "root's /root/.ssh/authorized_keys on the host it logs in to (the "
                         "plan puts serve's key there, the join the master's)",
@@ -184,7 +184,7 @@ class _Session:
             return
         self.child.sendline("n")
         self._drain()
-        raise JoinError("failed", f"{self.what}: Ganeti asked for a confirmation that was "
+        raise JoinError(JoinKind.FAILED, f"{self.what}: Ganeti asked for a confirmation that was "
                         f"not part of this operation:\n{self.tail()}", output=self.text())
 
     def _drain(self) -> None:
@@ -202,29 +202,29 @@ class _Session:
         return "\n".join(self.lines[-TAIL:])
 
 
-def ssh_failure(output: str) -> tuple[str, str] | None:
+def ssh_failure(output: str) -> tuple[JoinKind, str] | None:
     """(kind, message) when ssh's own words say why it got nowhere; None otherwise."""
     m = _HOST_KEY.search(output)
     if m:
         if m["type"]:
-            return ("host-key", f"no {m['type']} host key is pinned for {m['host']}: its "
+            return (JoinKind.HOST_KEY, f"no {m['type']} host key is pinned for {m['host']}: its "
                     "reported keys were not written to known_hosts")
-        return ("host-key", "the host's SSH key is not the one pinned for it (Host key "
+        return (JoinKind.HOST_KEY, "the host's SSH key is not the one pinned for it (Host key "
                 "verification failed): a reinstalled node reports its new key first")
     m = _DENIED.search(output)
     if m:
         who = m["who"] or "the host"
         methods = m["methods"] or m["methods2"]
-        return ("password", f"{who} refused the SSH key (Permission denied ({methods})): "
+        return (JoinKind.PASSWORD, f"{who} refused the SSH key (Permission denied ({methods})): "
                 "the key is missing from its /root/.ssh/authorized_keys, and no password is "
                 "ever typed")
     m = _UNREACHABLE.search(output)
     if m:
         if m["name"]:
-            return ("unreachable", f"cannot resolve {m['name']}: {m['rwhy'].strip()}")
+            return (JoinKind.UNREACHABLE, f"cannot resolve {m['name']}: {m['rwhy'].strip()}")
         if m["closed"]:
-            return ("unreachable", f"{m['closed']} closed the SSH connection before login")
-        return ("unreachable", f"{m['host']} is unreachable over SSH: {m['why']}")
+            return (JoinKind.UNREACHABLE, f"{m['closed']} closed the SSH connection before login")
+        return (JoinKind.UNREACHABLE, f"{m['host']} is unreachable over SSH: {m['why']}")
     return None
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from installer.master.join import prompts, running
-from installer.master.join.errors import JoinError
+from installer.master.join.errors import JoinError, JoinKind
 from installer.cluster.sshkeys import PublicKey, host_patterns
 
 
@@ -33,8 +33,9 @@ class Remote:
         """The ssh command line that runs `command` as root on `host`."""
         host_patterns([host])                       # validates the name or address
         if not os.path.isfile(self.key):
-            raise JoinError("failed", f"serve's SSH key {self.key} is missing: `serve` makes "
-                            "it at its start, and the plans carry its public half")
+            raise JoinError(JoinKind.FAILED, f"serve's SSH key {self.key} is missing: "
+                            "`serve` makes it at its start, and the plans carry its public "
+                            "half")
         options = {
             "BatchMode": "yes",                     # ssh itself never asks anything
             "StrictHostKeyChecking": "yes",         # only keys the nodes reported
@@ -73,15 +74,15 @@ class Remote:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 out, err = proc.communicate()
-                raise JoinError("timeout", f"{what}: no end within {timeout:.0f} s",
+                raise JoinError(JoinKind.TIMEOUT, f"{what}: no end within {timeout:.0f} s",
                                 output=_text(out) + _text(err)) from None
         done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if done.returncode == 255:      # ssh's own failure (none of our commands exit 255)
             kind, why = prompts.ssh_failure(done.stderr) or \
-                ("failed", f"ssh failed: {prompts.tail(done.stderr) or 'no message'}")
+                (JoinKind.FAILED, f"ssh failed: {prompts.tail(done.stderr) or 'no message'}")
             raise JoinError(kind, f"{what}: {why}", output=done.stderr)
         if check and done.returncode != 0:
-            raise JoinError("failed", f"{what} exited {done.returncode}:\n"
+            raise JoinError(JoinKind.FAILED, f"{what} exited {done.returncode}:\n"
                             f"{prompts.tail(done.stderr + done.stdout)}",
                             output=done.stdout + done.stderr)
         return done
