@@ -302,9 +302,13 @@ def test_slash_8_network_gets_the_upper_half_as_range():
     assert cluster.provisioning.range == ("10.128.0.0", "10.255.255.254")
 
 
-def test_slash_0_is_refused(tmp_path, capsys):
-    _error(tmp_path, capsys, {"network.provisioning.cidr": "0.0.0.0/0"},
-           "network.provisioning.cidr", "larger than any LAN", "/8 or longer")
+def test_slash_0_is_refused_once(tmp_path, capsys):
+    data = _set(example_data(), "network.provisioning.cidr", "0.0.0.0/0")
+    _set(data, "network.provisioning.range", DROP)
+    lines = _refused(tmp_path, capsys, _write(tmp_path, data))
+    assert len(lines) == 1, lines       # no default range is made up, and blamed, without it
+    assert ": network.provisioning.cidr: 0.0.0.0/0 is larger than any LAN; use a prefix of " \
+        "/8 or longer" in lines[0]
 
 
 def test_slash_30_without_range_is_valid_and_ranges_over_its_last_host():
@@ -532,6 +536,12 @@ def test_render_still_renders_the_example(tmp_path, capsys):
     assert (out / "plans" / "node1.json").is_file()
     capsys.readouterr()
     shutil.rmtree(out)
+
+
+def test_an_invalid_on_master_is_reported_once(tmp_path, capsys):
+    data = _set(example_data(), f"{P}.on_master", "no")
+    lines = _refused(tmp_path, capsys, _write(tmp_path, data))
+    assert len(lines) == 1 and "on_master: expected true or false, got a string 'no'" in lines[0]
 
 
 def test_a_bad_management_network_is_reported_once(tmp_path, capsys):

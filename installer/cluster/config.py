@@ -227,6 +227,8 @@ def _serving_host(r: Reader, prov: Provisioning, management: Management | None,
     """A separate serving host needs an address on the management VLAN: installed nodes
     report there, and the join reaches them from there."""
     key = "network.provisioning.management_address"
+    if prov.on_master is None:      # not true or false: reported already
+        return
     if prov.on_master:
         if prov.management_address:
             r.error(key, "is only for a separate serving host (on_master = false): the "
@@ -329,6 +331,8 @@ def _provisioning(r: Reader, management: Management) -> Provisioning:
 
 def _range(r: Reader, key: str, network, address) -> tuple[str, str]:
     """The DHCP range: two host addresses of the network, in order, without the server's."""
+    if network is None and not r.present(key):
+        return "", ""           # no default without a network; its own error says why
     default = default_range(network) if network else ["", ""]
     rng = r.address_list(key, default=default)
     if len(rng) != 2:
