@@ -173,6 +173,7 @@ def test_integer_of_5000_digits(tmp_path, capsys):
     _file_error(capsys, str(path), "holds a number of thousands of digits")
 
 
+@pytest.mark.integration      # runs Python as another user (setpriv, as root)
 def test_unreadable_file_as_another_user(tmp_path):
     path = tmp_path / "secret.toml"
     path.write_text("x = 1\n")
@@ -373,6 +374,7 @@ def test_json_on_an_unexpected_failure(tmp_path, capsys, monkeypatch):
     assert "internal error (RuntimeError: boom)" in out["errors"][0]["problem"]
 
 
+@pytest.mark.allow_subprocess
 def test_cli_as_a_process_prints_json_for_a_directory(tmp_path):
     out = subprocess.run([sys.executable, "-m", "installer.cli", "validate", "--json",
                           str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=60,
@@ -530,6 +532,7 @@ def test_yescrypt_and_locked_hashes(tmp_path):
         assert _loaded(tmp_path, {"root.password_hash": value}).root_password_hash == value
 
 
+@pytest.mark.integration      # copies the build host's PXE loaders
 def test_render_still_renders_the_example(tmp_path, capsys):
     out = tmp_path / "new" / "out"
     assert cli.main(["render", example_path("cluster.toml"), str(out)]) == 0
