@@ -21,7 +21,8 @@ import time
 
 import pytest
 import tomli_w
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from installer import cli
 from installer.build import pxe

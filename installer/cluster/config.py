@@ -177,6 +177,7 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
     modules = r.choice("install.initramfs_modules", ("most", "dep"), default="most")
     if errors:
         raise ConfigInvalid(errors)
+    assert master is not None       # no errors: there are nodes, and the master is one
     built = tuple(replace(n, fqdn=f"{n.name}.{domain}",
                           role="master" if n.name == master else n.role or "candidate")
                   for n in nodes)
@@ -222,7 +223,7 @@ def _names(r: Reader, nodes: list[Node], cluster_name, domain) -> None:
                     f"than {MAX_FQDN} characters", "use a shorter node name or domain")
 
 
-def _serving_host(r: Reader, prov: Provisioning, management: Management | None,
+def _serving_host(r: Reader, prov: Provisioning, management: Management,
                   nodes: list[Node], cluster_ip: str) -> None:
     """A separate serving host needs an address on the management VLAN: installed nodes
     report there, and the join reaches them from there."""

@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import tomllib
+from typing import NoReturn
 
 from installer.cluster.errors import ConfigError, ConfigInvalid
 
@@ -26,7 +27,7 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
 FIX_PATH = "give the path of a cluster file, e.g. examples/cluster.toml"
 
 
-def _fail(path: str, problem: str, fix: str):
+def _fail(path: str, problem: str, fix: str) -> NoReturn:
     raise ConfigInvalid([ConfigError(path, "", problem, fix)])
 
 

@@ -194,12 +194,11 @@ def _write_atomically(path: str, text: str) -> None:
 _OPTIONS = re.compile(r'(?P<options>[A-Za-z][A-Za-z0-9-]*(="(?:[^"\\]|\\.)*")?'
                       r'(,[A-Za-z][A-Za-z0-9-]*(="(?:[^"\\]|\\.)*")?)*) +(?P<key>.*)')
 SK_TYPES = ("sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
-# Key fields after the type name: "s" a string, "m" an mpint; and the sizes a string must have.
+# How many length-prefixed fields (strings, mpints) follow the type name in a key blob.
 _FIELDS = {
-    "ssh-ed25519": ("s",), "ssh-rsa": ("m", "m"),
-    "ecdsa-sha2-nistp256": ("s", "s"), "ecdsa-sha2-nistp384": ("s", "s"),
-    "ecdsa-sha2-nistp521": ("s", "s"),
-    "sk-ssh-ed25519@openssh.com": ("s", "s"), "sk-ecdsa-sha2-nistp256@openssh.com": ("s", "s", "s"),
+    "ssh-ed25519": 1, "ssh-rsa": 2,         # the key; e and n
+    "ecdsa-sha2-nistp256": 2, "ecdsa-sha2-nistp384": 2, "ecdsa-sha2-nistp521": 2,  # curve, Q
+    "sk-ssh-ed25519@openssh.com": 2, "sk-ecdsa-sha2-nistp256@openssh.com": 3,  # + application
 }
 _POINT = {"nistp256": 65, "nistp384": 97, "nistp521": 133}
 MIN_RSA_BITS = 2048
@@ -232,7 +231,7 @@ def parse_authorized(line: str) -> PublicKey:
 def _check_fields(key: PublicKey) -> None:
     blob = base64.b64decode(key.blob)
     fields, offset = [], 4 + len(key.type)
-    for what in _FIELDS[key.type]:
+    for _ in range(_FIELDS[key.type]):
         if offset + 4 > len(blob):
             raise ValueError(f"the {key.type} key is truncated")
         size = int.from_bytes(blob[offset:offset + 4], "big")

@@ -144,7 +144,7 @@ def _refuse(where, value, what, fix, file, errors, refused):
 
 class Reader:
     def __init__(self, data: dict, file: str, errors: list[ConfigError],
-                 refused: set[str] = frozenset()):
+                 refused: set[str] | frozenset[str] = frozenset()):
         self.data, self.file, self.errors, self.refused = data, file, errors, refused
 
     # -- plumbing ---------------------------------------------------------------------------
