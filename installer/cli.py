@@ -9,25 +9,45 @@ import time
 
 from installer.agent.version import __version__
 from installer.cluster import config
-from installer.cluster.errors import ConfigInvalid, InstallerError
+from installer.cluster.errors import ConfigError, ConfigInvalid, InstallerError, escape
+
+
+def _report(path: str, errors: list[ConfigError], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"valid": False, "errors": [x.as_dict() for x in errors]}, indent=2))
+    else:
+        for err in errors:
+            print(f"error: {err}", file=sys.stderr)
+        print(f"{len(errors)} error(s) in {escape(path)}; nothing was written.", file=sys.stderr)
 
 
 def _load(path: str, as_json: bool) -> config.Cluster | None:
     try:
         return config.load(path)
     except ConfigInvalid as e:
-        if as_json:
-            print(json.dumps({"valid": False, "errors": [x.as_dict() for x in e.errors]},
-                             indent=2))
-        else:
-            for err in e.errors:
-                print(f"error: {err}", file=sys.stderr)
-            print(f"{len(e.errors)} error(s) in {path}; nothing was written.", file=sys.stderr)
+        _report(path, e.errors, as_json)
         return None
 
 
+def _checked(path: str, as_json: bool) -> config.Cluster | None:
+    """The cluster, once every check render makes has passed too: render never fails on a
+    file validate accepted (the plan schema is checked on plans rendered in memory)."""
+    from installer.build import render
+    cluster = _load(path, as_json)
+    if cluster is None:
+        return None
+    try:
+        render.render_plans(cluster)
+    except InstallerError as e:
+        _report(path, [ConfigError(path, "", str(e), "report this file with the bug; until "
+                                   "it is fixed, shorten the values the message names")],
+                as_json)
+        return None
+    return cluster
+
+
 def cmd_validate(args) -> int:
-    cluster = _load(args.file, args.json)
+    cluster = _checked(args.file, args.json)
     if cluster is None:
         return 1
     if args.json:
@@ -35,14 +55,14 @@ def cmd_validate(args) -> int:
                           "release": cluster.release.name,
                           "nodes": [n.fqdn for n in cluster.nodes]}, indent=2))
     else:
-        print(f"{args.file}: valid: {cluster.fqdn}, {cluster.release.name}, "
+        print(f"{escape(args.file)}: valid: {cluster.fqdn}, {cluster.release.name}, "
               f"{len(cluster.nodes)} node(s), master {cluster.master}")
     return 0
 
 
 def cmd_render(args) -> int:
     from installer.build import render
-    cluster = _load(args.file, args.json)
+    cluster = _checked(args.file, args.json)
     if cluster is None:
         return 1
     start = time.monotonic()
@@ -220,14 +240,34 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return run(parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command: an InstallerError or OSError is one line (JSON with --json),
+    and with --json even an unexpected failure prints JSON."""
+    as_json = getattr(args, "json", False)
     try:
         return args.func(args)
-    except InstallerError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InstallerError, OSError) as e:
+        if as_json:     # --json promises JSON on stdout, whatever went wrong
+            _json_failure(args, str(e), "the message names the fix")
+        else:
+            print(f"error: {escape(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if not as_json:
+            raise
+        _json_failure(args, f"internal error ({type(e).__name__}: {e})",
+                      "a bug in ganeti-installer: report it with the file")
+        return 2
+
+
+def _json_failure(args, problem: str, fix: str) -> None:
+    error = ConfigError(getattr(args, "file", None) or "", "", problem, fix)
+    print(json.dumps({"valid": False, "errors": [error.as_dict()]}, indent=2))
 
 
 if __name__ == "__main__":

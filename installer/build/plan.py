@@ -7,6 +7,7 @@ and where to report. Its shape is `installer/plan.schema.json`, checked here and
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -39,7 +40,10 @@ class NodeFile:
     mode: str = "0644"
 
 
+@functools.lru_cache(maxsize=16)
 def template_env(*dirs: str) -> jinja2.Environment:
+    """One environment per template directories, so each template is compiled once per
+    process (validate renders every plan in memory too)."""
     return jinja2.Environment(loader=jinja2.FileSystemLoader(list(dirs)), trim_blocks=True,
                               lstrip_blocks=True, keep_trailing_newline=True,
                               undefined=jinja2.StrictUndefined, autoescape=False)

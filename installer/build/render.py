@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 from installer.agent import planschema
@@ -68,6 +69,52 @@ def write_plans(plans: dict[str, dict], outdir: str) -> list[str]:
     return written
 
 
+# Kernel file systems: a directory there takes no files (or worse, writing means something).
+PSEUDO_FS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+             "securityfs", "configfs", "pstore", "bpf", "efivarfs", "mqueue", "hugetlbfs",
+             "fusectl", "binfmt_misc", "autofs", "rpc_pipefs", "nsfs"}
+
+
+def check_outdir(outdir: str) -> None:
+    """Refuse an OUTDIR render cannot write, before the first write: a file, a path under
+    a file, a kernel file system, a read-only one."""
+    path = os.path.abspath(outdir)
+    probe = path
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        st = os.stat(probe)
+    except OSError as e:
+        raise InstallerError(f"OUTDIR {outdir}: {probe} cannot be examined ({e.strerror}); "
+                             "choose another output directory") from None
+    if not stat.S_ISDIR(st.st_mode):
+        what = "is" if probe == path else f"lies under {probe}, which is"
+        raise InstallerError(f"OUTDIR {outdir} {what} not a directory; choose a directory "
+                             "path (it is created if missing)")
+    fs = _fs_type(probe)
+    if fs in PSEUDO_FS:
+        raise InstallerError(f"OUTDIR {outdir} is on the kernel's {fs} file system; choose a "
+                             "directory on a disk, e.g. ./out")
+    if os.statvfs(probe).f_flag & os.ST_RDONLY or not os.access(probe, os.W_OK | os.X_OK):
+        raise InstallerError(f"OUTDIR {outdir}: {probe} is not writable; choose a directory "
+                             "you may write")
+
+
+def _fs_type(path: str) -> str | None:
+    """The type of the file system holding path, from the longest matching mount point."""
+    real, best, fs = os.path.realpath(path), "", None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split() for line in f]
+    except OSError:
+        return None
+    for fields in mounts:
+        point = fields[1].replace("\\040", " ") if len(fields) > 2 else ""
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, fs = point, fields[2]
+    return fs
+
+
 def render(cluster: Cluster, outdir: str) -> list[str]:
     """Render everything but images into OUTDIR; return the paths written (relative)."""
     from installer.build import (
@@ -76,6 +123,7 @@ def render(cluster: Cluster, outdir: str) -> list[str]:
     )
 
     plans = render_plans(cluster)
+    check_outdir(outdir)
     # Stage in a sibling temp dir, then move into place: a failure writes nothing.
     parent = os.path.dirname(os.path.abspath(outdir))
     os.makedirs(parent, exist_ok=True)

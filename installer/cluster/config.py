@@ -9,18 +9,19 @@ paper's values (VLAN 100 `br-man`, VLAN 200 `br-public`, 10 GiB OS, VG `ganeti`,
 from __future__ import annotations
 
 import ipaddress
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from installer.cluster import keys, sizes
-from installer.cluster.errors import ConfigError, ConfigInvalid
+from installer.cluster import sizes, source
+from installer.cluster.errors import ConfigError, ConfigInvalid, quote
 from installer.cluster.mirror import host_mirror
 from installer.cluster.releases import DEFAULT_RELEASE, RELEASES, Release
-from installer.cluster.validate import Reader, check_unknown_keys
+from installer.cluster.validate import Reader, check_shape
 
 
 @dataclass(frozen=True)
 class Node:
+    """A node as the cluster file names it. While the file is checked, a field may be None
+    (invalid, already reported) and role None (not written); a Cluster holds whole nodes."""
     name: str
     fqdn: str
     mac: str
@@ -131,48 +132,42 @@ class Cluster:
 
 HYPERVISORS = ("kvm", "xen-pvm", "xen-hvm", "lxc", "fake")
 ROLES = ("candidate", "regular")
+MAX_FQDN = 253              # DNS's limit, and the plan schema's
+# Ports a master node or its LAN already uses: below 1024 only HTTP's own 80 is free for
+# us; 1811/1814/1815 are ganeti-noded, -confd and -mond, 5080 the RAPI, 11000-14999 the
+# DRBD ports Ganeti hands out.
+TAKEN_PORTS = {1811: "ganeti-noded", 1814: "ganeti-confd", 1815: "ganeti-mond",
+               5080: "Ganeti's RAPI"}
+DRBD_PORTS = range(11000, 15000)
 
 
 def load(path: str, *, host_mirror_fn=host_mirror) -> Cluster:
     """Read and validate a cluster file; raise ConfigInvalid with every problem found."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigInvalid([ConfigError(path, "", "no such file",
-                                         "give the path of a cluster file, e.g. examples/cluster.toml")])
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigInvalid([ConfigError(path, "", f"not valid TOML ({e})",
-                                         "fix the syntax at the line and column named")])
-    return parse(data, path, host_mirror_fn=host_mirror_fn)
+    return parse(source.read(path), path, host_mirror_fn=host_mirror_fn)
 
 
 def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
     errors: list[ConfigError] = []
-    check_unknown_keys(data, keys.SCHEMA, path, "", errors)
-    r = Reader(data, path, errors)
+    data, refused = check_shape(data, path, errors)
+    r = Reader(data, path, errors, refused)
     release = _release(r)
     management = _management(r)
     public = _public(r, management)
-    provisioning = _provisioning(r)
+    provisioning = _provisioning(r, management)
     nodes = _nodes(r, management, provisioning)
     cluster_name = r.hostname("cluster.name", default="cluster")
     domain = r.domain("cluster.domain")
     cluster_ip = _cluster_ip(r, management, nodes)
-    master = r.string("cluster.master", default=nodes[0][0] if nodes else None)
-    names = [n[0] for n in nodes if n[0]]
-    if master is not None and names and len(names) == len(nodes) and master not in names:
-        r.error("cluster.master", f"'{master}' is not among the nodes ({', '.join(names)})",
-                "name one of the [[nodes]] entries as the master")
-    _serving_host(r, provisioning, management, nodes)
+    master = _master(r, nodes)
+    _names(r, nodes, cluster_name, domain)
+    _serving_host(r, provisioning, management, nodes, cluster_ip)
     hypervisors = _hypervisors(r)
     storage = _storage(r)
     drbd = Drbd(r.integer("drbd.minor_count", default=128, low=1, high=255,
                           fix="DRBD 8 accepts 1 to 255 minors; the paper uses 128"),
                 r.abspath("drbd.usermode_helper", default="/bin/true"))
     apt = _apt(r, release, host_mirror_fn)
-    ntp = tuple(r.string_list("ntp.servers", default=[
-        "0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org"]))
+    ntp = _ntp(r)
     authorized = tuple(r.ssh_keys("ssh.authorized_keys"))
     password = r.password_hash("root.password_hash")
     # wheezy is debootstrapped on the node by default: no image builder still targets it.
@@ -182,10 +177,10 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
     modules = r.choice("install.initramfs_modules", ("most", "dep"), default="most")
     if errors:
         raise ConfigInvalid(errors)
-    built = tuple(
-        Node(name=n, fqdn=f"{n}.{domain}", mac=mac, ip=ip,
-             role="master" if n == master else role, index=i)
-        for i, (n, mac, ip, role) in enumerate(nodes))
+    assert master is not None       # no errors: there are nodes, and the master is one
+    built = tuple(replace(n, fqdn=f"{n.name}.{domain}",
+                          role="master" if n.name == master else n.role or "candidate")
+                  for n in nodes)
     return Cluster(
         file=path, name=cluster_name, domain=domain, ip=cluster_ip, release=release,
         master=master, hypervisors=hypervisors, management=management, public=public,
@@ -194,160 +189,274 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
         initramfs_modules=modules, nodes=built)
 
 
-def _serving_host(r: Reader, prov: Provisioning, management: Management | None,
-                  nodes: list[tuple]) -> None:
+def _master(r: Reader, nodes: list[Node]) -> str | None:
+    """The master: one of the nodes, and not one the file says must never be master."""
+    names = [n.name for n in nodes if n.name]
+    master = r.hostname("cluster.master", default=nodes[0].name if nodes else None)
+    if master is None or not names or len(names) != len(nodes):
+        return master
+    if master not in names:
+        r.error("cluster.master", f"{quote(master)} is not among the nodes "
+                f"({', '.join(names)})", "name one of the [[nodes]] entries as the master")
+    for n in nodes:
+        if n.name == master and n.role == "regular":
+            r.error(f"nodes[{n.index}].role", f"{master} is cluster.master, but role "
+                    "\"regular\" says it must never be master",
+                    "remove the role of the master, or name another node in cluster.master")
+    return master
+
+
+def _names(r: Reader, nodes: list[Node], cluster_name, domain) -> None:
+    """Names DNS and Ganeti can tell apart: no node named like the cluster, FQDNs that fit."""
+    if cluster_name and domain and len(f"{cluster_name}.{domain}") > MAX_FQDN:
+        r.error("cluster.domain", f"the cluster's FQDN {cluster_name}.{domain[:20]}… is "
+                f"longer than {MAX_FQDN} characters", "use a shorter domain or name")
+    for n in nodes:
+        if n.name is None:
+            continue
+        if n.name == cluster_name:
+            r.error(f"nodes[{n.index}].name", f"{n.name} is also cluster.name (the cluster's "
+                    "name is an address of its own that moves between nodes)",
+                    "give the node and the cluster different names")
+        if domain and len(f"{n.name}.{domain}") > MAX_FQDN:
+            r.error(f"nodes[{n.index}].name", f"the FQDN {n.name}.{domain[:20]}… is longer "
+                    f"than {MAX_FQDN} characters", "use a shorter node name or domain")
+
+
+def _serving_host(r: Reader, prov: Provisioning, management: Management,
+                  nodes: list[Node], cluster_ip: str) -> None:
     """A separate serving host needs an address on the management VLAN: installed nodes
     report there, and the join reaches them from there."""
     key = "network.provisioning.management_address"
+    if prov.on_master is None:      # not true or false: reported already
+        return
     if prov.on_master:
         if prov.management_address:
-            r.error(key, "is only for a separate serving host (on_master = false); the "
+            r.error(key, "is only for a separate serving host (on_master = false): the "
                     "master serves at its own management address", f"remove {key}")
         return
     if not prov.management_address:
-        r.error(key, "a serving host that is not the master (on_master = false) needs its "
-                "address on the management VLAN", f'write {key} = "192.168.20.250"')
-    elif management is not None:
-        r.host_in(key, prov.management_address, management.network)
-        taken = {n[2]: n[0] for n in nodes}
-        if prov.management_address in taken:
-            r.error(key, f"{prov.management_address} is {taken[prov.management_address]}'s "
-                    "address", "give the serving host an address of its own")
+        if not r.was_refused(key):
+            r.error(key, "a serving host that is not the master (on_master = false) needs "
+                    "its address on the management VLAN", f'write {key} = "192.168.20.250"')
+        return
+    if not r.host_in(key, prov.management_address, management.network,
+                     gateway=management.gateway):
+        return
+    taken = {n.ip: n.name for n in nodes}
+    if prov.management_address in taken:
+        r.error(key, f"{prov.management_address} is {taken[prov.management_address]}'s "
+                "address", "give the serving host an address of its own")
+    if prov.management_address == cluster_ip:
+        r.error(key, f"{cluster_ip} is also cluster.ip, which the master takes",
+                "give the serving host an address of its own")
 
 
 def _release(r: Reader) -> Release:
     name = r.string("cluster.release", default=DEFAULT_RELEASE)
-    if name not in RELEASES:
-        r.error("cluster.release", f"unknown release '{name}'",
+    if name is not None and name not in RELEASES:
+        r.error("cluster.release", f"unknown release {quote(name)}",
                 f"use one of {', '.join(RELEASES)}" + r.did_you_mean(name, RELEASES))
-        return RELEASES[DEFAULT_RELEASE]
-    return RELEASES[name]
+    return RELEASES.get(name, RELEASES[DEFAULT_RELEASE])
 
 
 def _management(r: Reader) -> Management:
-    network = r.network("network.management.cidr", default="192.168.20.0/24")
-    gateway = r.address("network.management.gateway", default="192.168.20.1")
-    if network and gateway and ipaddress.IPv4Address(gateway) not in network:
-        r.error("network.management.gateway", f"{gateway} is outside {network}",
-                "the gateway must be an address of the management network")
-    dns = r.address_list("network.management.dns", default=[gateway] if gateway else [])
+    p = "network.management"
+    network = r.network(f"{p}.cidr", default="192.168.20.0/24")
+    gateway = r.address(f"{p}.gateway", default="192.168.20.1")
+    if network and gateway and not r.host_in(f"{p}.gateway", gateway, network):
+        gateway = None
+    dns = r.address_list(f"{p}.dns", default=[gateway] if gateway else [])
+    _dns(r, f"{p}.dns", dns)
     return Management(
-        vlan=r.vlan("network.management.vlan", default=100),
-        bridge=r.ifname("network.management.bridge", default="br-man"),
+        vlan=r.vlan(f"{p}.vlan", default=100),
+        bridge=r.bridge(f"{p}.bridge", default="br-man"),
         network=network or ipaddress.IPv4Network("192.168.20.0/24"),
         gateway=gateway or "", dns=tuple(dns))
 
 
+def _dns(r: Reader, key: str, servers: list[str]) -> None:
+    if not servers and r.raw(key) == []:
+        r.error(key, "names no DNS server", 'name at least one, e.g. dns = ["192.168.20.1"]')
+    for i, server in enumerate(servers):
+        a = ipaddress.IPv4Address(server)
+        if a.is_unspecified or a.is_multicast or a == ipaddress.IPv4Address("255.255.255.255") \
+                or a.is_loopback or a.is_reserved:
+            r.error(f"{key}[{i}]", f"{server} is not a DNS server's address",
+                    "give the address of a DNS server the nodes can reach")
+
+
 def _public(r: Reader, management: Management) -> Public:
     vlan = r.vlan("network.public.vlan", default=200)
-    if vlan == management.vlan:
+    if vlan is not None and vlan == management.vlan:
         r.error("network.public.vlan", f"VLAN {vlan} is also the management VLAN",
                 "give the public network its own VLAN (the paper uses 100 and 200)")
-    bridge = r.ifname("network.public.bridge", default="br-public")
-    if bridge == management.bridge:
-        r.error("network.public.bridge", f"bridge '{bridge}' is also the management bridge",
-                "give each network its own bridge (the paper uses br-man and br-public)")
+    bridge = r.bridge("network.public.bridge", default="br-public")
+    if bridge is not None and bridge == management.bridge:
+        r.error("network.public.bridge", f"bridge {quote(bridge)} is also the management "
+                "bridge", "give each network its own bridge (the paper uses br-man and "
+                "br-public)")
     return Public(vlan=vlan, bridge=bridge)
 
 
-def _provisioning(r: Reader) -> Provisioning:
+def default_range(net: ipaddress.IPv4Network) -> list[str]:
+    """The upper half of the network's host addresses, by arithmetic (a /8 has 16M)."""
+    return [str(net[net.num_addresses // 2]), str(net[-2])]
+
+
+def _provisioning(r: Reader, management: Management) -> Provisioning:
     p = "network.provisioning"
     network = r.network(f"{p}.cidr", default="10.99.0.0/24")
     address = r.address(f"{p}.address", default="10.99.0.1")
-    net = network or ipaddress.IPv4Network("10.99.0.0/24")
-    if network and address:
-        r.host_in(f"{p}.address", address, network)
-    hosts = list(net.hosts())
-    default_range = [str(hosts[len(hosts) // 2]), str(hosts[-1])] if len(hosts) > 2 else ["", ""]
-    rng = r.address_list(f"{p}.range", default=default_range)
-    if len(rng) != 2:
-        r.error(f"{p}.range", f"expected two addresses, got {len(rng)}",
-                'write range = ["first", "last"] inside the provisioning network')
-        rng = default_range
-    elif network:
-        for a in rng:
-            r.host_in(f"{p}.range", a, network)
-        if address and ipaddress.IPv4Address(rng[0]) <= ipaddress.IPv4Address(address) \
-                <= ipaddress.IPv4Address(rng[1]):
-            r.error(f"{p}.range", f"the DHCP range {rng[0]}-{rng[1]} holds the server's "
-                    f"own address {address}", "move the range or network.provisioning.address")
-    nic = r.ifname(f"{p}.nic", default="eth0")
-    mode = r.choice(f"{p}.dhcp", ("server", "proxy"), default="server")
+    if network and address and not r.host_in(f"{p}.address", address, network):
+        address = None
+    if network and network.overlaps(management.network) and \
+            not r.failed("network.management.cidr"):
+        same = "is" if network == management.network else "overlaps"
+        r.error(f"{p}.cidr", f"{network} {same} the management network {management.network}",
+                "the PCs PXE-boot on the untagged VLAN: give it a network of its own, "
+                "e.g. 10.99.0.0/24")
+    rng = _range(r, f"{p}.range", network, address)
+    http_port = r.integer(f"{p}.http_port", default=8080, low=1, high=65535,
+                          fix="use a TCP port number")
+    _http_port(r, f"{p}.http_port", http_port)
     return Provisioning(
-        nic=nic, interface=r.ifname(f"{p}.interface", default="eth0"),
-        address=address or "10.99.0.1", network=net, dhcp=mode, range=(rng[0], rng[1]),
-        http_port=r.integer(f"{p}.http_port", default=8080, low=1, high=65535,
-                            fix="use a TCP port number"),
+        nic=r.ifname(f"{p}.nic", default="eth0"),
+        interface=r.ifname(f"{p}.interface", default="eth0"),
+        address=address or "10.99.0.1", network=network or ipaddress.IPv4Network("10.99.0.0/24"),
+        dhcp=r.choice(f"{p}.dhcp", ("server", "proxy"), default="server"),
+        range=rng, http_port=http_port,
         on_master=r.boolean(f"{p}.on_master", default=True),
         management_address=r.address(f"{p}.management_address", default=None))
 
 
-def _nodes(r: Reader, management: Management, prov: Provisioning) -> list[tuple]:
+def _range(r: Reader, key: str, network, address) -> tuple[str, str]:
+    """The DHCP range: two host addresses of the network, in order, without the server's."""
+    if network is None and not r.present(key):
+        return "", ""           # no default without a network; its own error says why
+    default = default_range(network) if network else ["", ""]
+    rng = r.address_list(key, default=default)
+    if len(rng) != 2:
+        if not r.was_refused(key):
+            r.error(key, f"expected two addresses, got {len(rng)}",
+                    'write range = ["first", "last"] inside the provisioning network')
+        return default[0], default[1]
+    if network is None:
+        return rng[0], rng[1]
+    if not all([r.host_in(f"{key}[{i}]", a, network) for i, a in enumerate(rng)]):
+        return rng[0], rng[1]
+    first, last = (ipaddress.IPv4Address(a) for a in rng)
+    if first > last:
+        r.error(key, f"the range runs backwards ({rng[0]} after {rng[1]})",
+                f'write range = ["{rng[1]}", "{rng[0]}"]')
+    elif address and first <= ipaddress.IPv4Address(address) <= last:
+        free = [a for a in (network[1], network[-2]) if not first <= a <= last]
+        hint = f" (e.g. address = \"{free[0]}\")" if free else ""
+        r.error(key, f"the DHCP range {rng[0]}-{rng[1]} holds the server's own address "
+                f"{address}", f"move the range or network.provisioning.address{hint}")
+    return rng[0], rng[1]
+
+
+def _http_port(r: Reader, key: str, port: int | None) -> None:
+    if port is None:
+        return
+    if port < 1024 and port != 80:
+        r.error(key, f"port {port} is a well-known service's port (below 1024, and not "
+                "HTTP's 80)", "use 80 or a port from 1024 up, e.g. 8080")
+    elif port in TAKEN_PORTS or port in DRBD_PORTS:
+        user = TAKEN_PORTS.get(port, "the DRBD ports Ganeti hands out (11000-14999)")
+        r.error(key, f"port {port} is taken on the master by {user}", "use e.g. 8080")
+
+
+def _nodes(r: Reader, management: Management, prov: Provisioning) -> list[Node]:
     raw = r.table_list("nodes")
-    if not raw:
+    if not raw and not r.was_refused("nodes"):
         r.error("nodes", "the cluster has no nodes", "add at least one [[nodes]] table "
                 "with name, mac and ip")
     out = []
     seen: dict[str, dict[str, str]] = {"name": {}, "mac": {}, "ip": {}}
     for i, _ in enumerate(raw):
         k = f"nodes[{i}]"
-        name = r.hostname(f"{k}.name")
-        mac = r.mac(f"{k}.mac")
-        ip = r.address(f"{k}.ip")
-        role = r.choice(f"{k}.role", ROLES, default="candidate")
-        if ip:
-            r.host_in(f"{k}.ip", ip, management.network, gateway=management.gateway)
-        for what, value in (("name", name), ("mac", mac), ("ip", ip)):
+        node = Node(name=r.hostname(f"{k}.name"), fqdn="", mac=r.mac(f"{k}.mac"),
+                    ip=r.address(f"{k}.ip"), role=r.choice(f"{k}.role", ROLES, default=None),
+                    index=i)
+        if node.ip and not r.failed("network.management.cidr"):
+            r.host_in(f"{k}.ip", node.ip, management.network, gateway=management.gateway)
+            if node.ip == prov.address:
+                r.error(f"{k}.ip", f"{node.ip} is also network.provisioning.address",
+                        "give the node a management address of its own")
+        for what in ("name", "mac", "ip"):
+            value = getattr(node, what)
             if value is None:
                 continue
             if value in seen[what]:
                 r.error(f"{k}.{what}", f"{what} {value} is also {seen[what][value]}'s",
                         f"give every node its own {what}")
             else:
-                seen[what][value] = f"{k}" + (f" ({name})" if name else "")
-        out.append((name, mac, ip, role))
-    if len(management.bridge) and len(f"{prov.nic}.{management.vlan}") > 15:
-        r.error("network.provisioning.nic", f"'{prov.nic}.{management.vlan}' is longer than "
-                "15 characters, the kernel's limit for interface names", "use a shorter NIC name")
+                seen[what][value] = k + (f" ({node.name})" if node.name else "")
+        out.append(node)
+    if management.vlan and prov.nic and len(f"{prov.nic}.{management.vlan}") > 15:
+        r.error("network.provisioning.nic", f"{quote(prov.nic + '.' + str(management.vlan))} "
+                "is longer than 15 characters, the kernel's limit for interface names",
+                "use a shorter NIC name")
     return out
 
 
-def _cluster_ip(r: Reader, management: Management, nodes: list[tuple]) -> str:
+def _cluster_ip(r: Reader, management: Management, nodes: list[Node]) -> str:
     ip = r.address("cluster.ip")
     if ip is None:
         return ""
     r.host_in("cluster.ip", ip, management.network, gateway=management.gateway)
-    for i, node in enumerate(nodes):
-        if node[2] == ip:
-            r.error("cluster.ip", f"{ip} is also nodes[{i}].ip ({node[0]})",
+    for node in nodes:
+        if node.ip == ip:
+            r.error("cluster.ip", f"{ip} is also nodes[{node.index}].ip ({node.name})",
                     "the cluster address floats between master candidates: give it a free "
                     "address of the management network")
     return ip
 
 
 def _hypervisors(r: Reader) -> tuple[str, ...]:
-    hvs = r.string_list("cluster.hypervisors", default=["kvm"])
-    for hv in hvs:
+    hvs = r.strings("cluster.hypervisors", ["kvm"], "hypervisor names")
+    for i, hv in enumerate(hvs):
         if hv not in HYPERVISORS:
-            r.error("cluster.hypervisors", f"unknown hypervisor '{hv}'",
+            r.error(f"cluster.hypervisors[{i}]", f"unknown hypervisor {quote(hv)}",
                     f"use one of {', '.join(HYPERVISORS)}" + r.did_you_mean(hv, HYPERVISORS))
-    if not hvs:
+        elif hv in hvs[:i]:
+            r.error(f"cluster.hypervisors[{i}]", f"{hv} is named twice",
+                    "name each hypervisor once, the default first")
+    if not hvs and not r.was_refused("cluster.hypervisors"):
         r.error("cluster.hypervisors", "no hypervisor enabled", 'write hypervisors = ["kvm"]')
     return tuple(hvs) or ("kvm",)
+
+
+def _ntp(r: Reader) -> tuple[str, ...]:
+    servers = r.string_list("ntp.servers", default=[
+        "0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org"])
+    if not servers and r.raw("ntp.servers") == []:
+        r.error("ntp.servers", "names no NTP server (DRBD and Ganeti need the nodes' clocks "
+                "in step)", "name at least one, or leave the key out for Debian's pool")
+    return tuple(servers)
 
 
 def _storage(r: Reader) -> Storage:
     root = r.size("storage.root", default="10GiB", low=2 * sizes.GiB)
     swap = r.size("storage.swap", default="2GiB", low=0)
     selector = r.table("storage.disk")
-    allowed = ("serial", "wwn", "path")
     if len(selector) > 1:
         r.error("storage.disk", f"names {len(selector)} selectors ({', '.join(selector)})",
                 "choose the install disk by one of serial, wwn or path")
     for key, value in selector.items():
-        if key in allowed and (not isinstance(value, str) or not value):
-            r.error(f"storage.disk.{key}", "must be a non-empty string",
+        if not value.strip():
+            r.error(f"storage.disk.{key}", "must not be empty",
                     "copy the value from `udevadm info` of the disk")
+        elif key == "path" and not value.startswith("/dev/disk/by-"):
+            r.error("storage.disk.path", f"{quote(value)} is not a stable disk name "
+                    "(/dev/sdX and /dev/nvmeXnY change between boots)",
+                    "use a /dev/disk/by-path/… or /dev/disk/by-id/… name "
+                    "(ls -l /dev/disk/by-path)")
+        elif any(c.isspace() or not c.isprintable() for c in value):
+            r.error(f"storage.disk.{key}", f"{quote(value)} holds spaces or control "
+                    "characters", "copy the value from `udevadm info` of the disk")
     return Storage(root=root, swap=swap, vg=r.vgname("storage.vg", default="ganeti"),
                    disk=dict(selector), wipe=r.boolean("storage.wipe", default=False))
 
@@ -356,11 +465,12 @@ def _apt(r: Reader, release: Release, host_mirror_fn) -> Apt:
     mirror = r.url("apt.mirror")
     security = r.url("apt.security_mirror")
     proxy = r.url("apt.proxy")
-    if mirror is None and release.archived:
+    given = r.present("apt.mirror")     # and invalid: reported already
+    if mirror is None and not given and release.archived:
         r.error("apt.mirror", f"{release.name} is only on Debian's archive mirror, which this "
                 "host's apt sources do not name",
                 "set apt.mirror to the URL of your Debian archive mirror (its /debian path)")
-    if mirror is None and not release.archived:
+    if mirror is None and not given and not release.archived:
         host = host_mirror_fn()
         mirror = host.debian
         security = security or host.security

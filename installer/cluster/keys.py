@@ -1,23 +1,30 @@
-"""Every key a cluster file may hold: a nested map, None for a value, [map] for an array of
-tables. Unknown keys are typos until proven otherwise (see validate.check_unknown_keys)."""
+"""Every key a cluster file may hold, with the TOML type its value must have: a nested map
+is a table, [map] an array of tables, [str] a list of strings. Unknown keys are typos until
+proven otherwise, and a value of the wrong type is refused before its meaning is looked at
+(see validate.check_shape). Sizes are strings ("10GiB"): a bare number has no unit."""
 
 SCHEMA = {
-    "cluster": {"name": None, "domain": None, "ip": None, "release": None, "master": None,
-                "hypervisors": None},
+    "cluster": {"name": str, "domain": str, "ip": str, "release": str, "master": str,
+                "hypervisors": [str]},
     "network": {
-        "management": {"vlan": None, "bridge": None, "cidr": None, "gateway": None, "dns": None},
-        "public": {"vlan": None, "bridge": None},
-        "provisioning": {"nic": None, "interface": None, "address": None, "cidr": None,
-                         "dhcp": None, "range": None, "http_port": None,
-                         "on_master": None, "management_address": None},
+        "management": {"vlan": int, "bridge": str, "cidr": str, "gateway": str, "dns": [str]},
+        "public": {"vlan": int, "bridge": str},
+        "provisioning": {"nic": str, "interface": str, "address": str, "cidr": str,
+                         "dhcp": str, "range": [str], "http_port": int,
+                         "on_master": bool, "management_address": str},
     },
-    "storage": {"root": None, "swap": None, "vg": None, "wipe": None,
-                "disk": {"serial": None, "wwn": None, "path": None}},
-    "install": {"method": None, "initramfs_modules": None},
-    "drbd": {"minor_count": None, "usermode_helper": None},
-    "apt": {"mirror": None, "security_mirror": None, "proxy": None},
-    "ntp": {"servers": None},
-    "ssh": {"authorized_keys": None},
-    "root": {"password_hash": None},
-    "nodes": [{"name": None, "mac": None, "ip": None, "role": None}],
+    "storage": {"root": str, "swap": str, "vg": str, "wipe": bool,
+                "disk": {"serial": str, "wwn": str, "path": str}},
+    "install": {"method": str, "initramfs_modules": str},
+    "drbd": {"minor_count": int, "usermode_helper": str},
+    "apt": {"mirror": str, "security_mirror": str, "proxy": str},
+    "ntp": {"servers": [str]},
+    "ssh": {"authorized_keys": [str]},
+    "root": {"password_hash": str},
+    "nodes": [{"name": str, "mac": str, "ip": str, "role": str}],
 }
+
+# How messages name a TOML type, and how to write one.
+NAMES = {str: "a string", int: "a whole number", bool: "true or false", float: "a number",
+         list: "a list", dict: "a table"}
+EXAMPLES = {"root": '"10GiB"', "swap": '"2GiB"'}      # sizes: a string with its unit

@@ -186,3 +186,70 @@ def _write_atomically(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# -- root's authorized_keys, as the cluster file gives it ----------------------------------
+
+# Options before the key type (from="10.0.0.0/8",no-pty ...): quoted values may hold spaces.
+_OPTIONS = re.compile(r'(?P<options>[A-Za-z][A-Za-z0-9-]*(="(?:[^"\\]|\\.)*")?'
+                      r'(,[A-Za-z][A-Za-z0-9-]*(="(?:[^"\\]|\\.)*")?)*) +(?P<key>.*)')
+SK_TYPES = ("sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+# How many length-prefixed fields (strings, mpints) follow the type name in a key blob.
+_FIELDS = {
+    "ssh-ed25519": 1, "ssh-rsa": 2,         # the key; e and n
+    "ecdsa-sha2-nistp256": 2, "ecdsa-sha2-nistp384": 2, "ecdsa-sha2-nistp521": 2,  # curve, Q
+    "sk-ssh-ed25519@openssh.com": 2, "sk-ecdsa-sha2-nistp256@openssh.com": 3,  # + application
+}
+_POINT = {"nistp256": 65, "nistp384": 97, "nistp521": 133}
+MIN_RSA_BITS = 2048
+
+
+def parse_authorized(line: str) -> PublicKey:
+    """An authorized_keys line ([options] type base64 [comment]) whose key blob is whole:
+    the type it claims, every field present, nothing left over. DSA keys are refused
+    (OpenSSH dropped them), as are RSA keys under 2048 bits."""
+    line = line.strip()
+    if not line.startswith(tuple(_FIELDS) + ("ssh-dss",)):
+        m = _OPTIONS.fullmatch(line)
+        if m is None:
+            raise ValueError("it does not start with a key type such as ssh-ed25519")
+        line = m["key"]
+    if line.startswith("ssh-dss "):
+        raise ValueError("DSA (ssh-dss) keys are refused by current OpenSSH")
+    kind, _, rest = line.partition(" ")
+    if kind in SK_TYPES:
+        blob64 = rest.split(" ", 1)[0]
+        if not re.fullmatch(r"[A-Za-z0-9+/]+={0,3}", blob64):
+            raise ValueError(f"the {kind} key is not valid base64")
+        key = PublicKey(kind, blob64)
+    else:
+        key = parse(line)
+    _check_fields(key)
+    return key
+
+
+def _check_fields(key: PublicKey) -> None:
+    blob = base64.b64decode(key.blob)
+    fields, offset = [], 4 + len(key.type)
+    for _ in range(_FIELDS[key.type]):
+        if offset + 4 > len(blob):
+            raise ValueError(f"the {key.type} key is truncated")
+        size = int.from_bytes(blob[offset:offset + 4], "big")
+        offset += 4
+        if size == 0 or offset + size > len(blob):
+            raise ValueError(f"the {key.type} key is truncated")
+        fields.append(blob[offset:offset + size])
+        offset += size
+    if offset != len(blob):
+        raise ValueError(f"the {key.type} key has {len(blob) - offset} bytes after its end")
+    if key.type in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com") and len(fields[0]) != 32:
+        raise ValueError(f"the {key.type} key is {len(fields[0])} bytes, not 32")
+    if "ecdsa" in key.type:
+        curve = key.type.split("-")[2].split("@")[0]
+        if fields[0] != curve.encode() or len(fields[1]) != _POINT[curve]:
+            raise ValueError(f"the {key.type} key does not hold a {curve} point")
+    if key.type == "ssh-rsa":
+        bits = int.from_bytes(fields[1], "big").bit_length()
+        if bits < MIN_RSA_BITS:
+            raise ValueError(f"the RSA key has {bits} bits, OpenSSH wants at least "
+                             f"{MIN_RSA_BITS}")
