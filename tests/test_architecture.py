@@ -136,7 +136,7 @@ def schema_keys(tree=keys.SCHEMA, prefix="") -> list[str]:
     out = []
     for name, sub in tree.items():
         key = f"{prefix}{name}"
-        if isinstance(sub, list):
+        if isinstance(sub, list) and isinstance(sub[0], dict):      # an array of tables
             out += [f"{key}[].{k}" for k in sub[0]]
         elif isinstance(sub, dict):
             out += schema_keys(sub, key + ".")
