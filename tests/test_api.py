@@ -16,16 +16,14 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from installer.build import pxe
-from installer.master import reports
 from installer.agent import client, clock
 from installer.agent.client import Reporter
 from installer.agent.install import usage
+from installer.cluster import layout
+from installer.master import handoff, reports
 from tests.conftest import CommitFails
 from tests.serving import NETBOOT_SIZE, Server, render_outdir
 from tests.test_state import joined as joined_node
-from installer.master import handoff
-from installer.cluster import layout
 
 # The master's SSH key pair is made with ssh-keygen for every served outdir.
 pytestmark = pytest.mark.integration

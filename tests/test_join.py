@@ -22,13 +22,13 @@ import time
 
 import pytest
 
-from installer.master.join import gnt, prompts
 from installer.cluster import sshkeys
 from installer.master import statedir
-from installer.master.join.joiner import Joiner
+from installer.master.join import gnt, prompts
 from installer.master.join.errors import JoinError, JoinKind
-from installer.master.nodes import NodeState
+from installer.master.join.joiner import Joiner
 from installer.master.join.remote import Remote
+from installer.master.nodes import NodeState
 from tests.conftest import load_example
 
 NODES = {"node1": "127.0.0.2", "node2": "127.0.0.3", "node3": "127.0.0.4"}

@@ -56,11 +56,11 @@ def test_interfaces_parse_with_ifquery(example, tmp_path):
         path.write_text(files["/etc/network/interfaces"])
         auto = _ifquery(path, "--list", "--allow=auto").split()
         assert auto == ["lo", "eth0", "br-man", "br-public"]
-        man = dict(l.split(": ", 1) for l in _ifquery(path, "br-man").splitlines())
+        man = dict(ln.split(": ", 1) for ln in _ifquery(path, "br-man").splitlines())
         assert man["bridge_ports"] == "eth0.100"
         assert man["address"] == node.ip and man["netmask"] == "255.255.255.0"
         assert man["gateway"] == "192.168.20.1"
         assert man["bridge_stp"] == "off" and man["bridge_fd"] == "0"
-        public = dict(l.split(": ", 1) for l in _ifquery(path, "br-public").splitlines())
+        public = dict(ln.split(": ", 1) for ln in _ifquery(path, "br-public").splitlines())
         assert public["bridge_ports"] == "eth0.200"
         assert "address" not in public

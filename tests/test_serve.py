@@ -19,8 +19,8 @@ import pytest
 import requests
 import tomli_w
 
-from installer.master import serve
 from installer.cluster.errors import InstallerError
+from installer.master import serve
 from tests.conftest import REPO, example_data, example_path
 from tests.serving import render_outdir
 from tests.test_dnsmasq import PXE_BIOS, Lan, ns, udhcpc

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from installer.master import nodes, reports
 from installer.cluster.errors import InstallerError
+from installer.master import nodes, reports
 from installer.master.nodes import NodeRow, NodeState
 from installer.master.reports import Refused, Report
 from tests.conftest import cluster_from, example_data

@@ -10,12 +10,10 @@ import pytest
 import requests
 
 from installer import cli
-from installer.build import pxe
-from installer.master import status
+from installer.master import handoff, status
 from tests.conftest import example_path
 from tests.serving import Server, render_outdir
 from tests.test_state import joined
-from installer.master import handoff
 
 MAC = "52:54:00:20:02:22"
 

@@ -96,7 +96,8 @@ def test_error_names_file_key_and_fix_and_writes_nothing(tmp_path, capsys, key, 
     outdir = tmp_path / "out"
     assert cli.main(["render", path, str(outdir)]) == 1
     err = capsys.readouterr().err
-    line = next((l for l in err.splitlines() if l.startswith(f"error: {path}: {where}: ")), None)
+    line = next((ln for ln in err.splitlines() if ln.startswith(f"error: {path}: {where}: ")),
+                None)
     assert line is not None, err
     assert words in line, line
     assert "; " in line  # the fix follows the problem

@@ -1,1 +1,2 @@
-"""The build side: images, node plans, the PXE tree and dnsmasq configuration, all files under OUTDIR."""
+"""The build side: images, node plans, the PXE tree and dnsmasq configuration, all files
+under OUTDIR."""

@@ -144,7 +144,9 @@ class PlanRenderer:
 
     def _storage(self) -> dict:
         st = self.cluster.storage
-        parts = [(rules.BIOS_GRUB, BIOS_GRUB_SIZE, "bios_grub"), (rules.ESP, ESP_SIZE, "esp")]
+        # (id, size in bytes or None for the rest of the disk, GPT type)
+        parts: list[tuple[str, int | None, str]] = [
+            (rules.BIOS_GRUB, BIOS_GRUB_SIZE, "bios_grub"), (rules.ESP, ESP_SIZE, "esp")]
         if st.swap:
             parts.append((rules.SWAP, st.swap, "swap"))
         parts += [(rules.ROOT, st.root, "linux"), (rules.PV, None, "lvm")]

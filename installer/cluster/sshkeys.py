@@ -16,9 +16,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
 
 KEY_LINE = re.compile(r"(?P<type>ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)) "
                       r"(?P<blob>[A-Za-z0-9+/]+={0,3})(?: (?P<comment>[\x20-\x7e]*))?")

@@ -177,7 +177,10 @@ class Reader:
     def _lookup(self, key: str):
         node = self.data
         for part in key.split("."):
-            name, index = _TOKEN.fullmatch(part).groups()
+            token = _TOKEN.fullmatch(part)
+            if token is None:       # keys are ours, not the file's: a bad one is a bug
+                raise ValueError(f"not a key path: {key!r}")
+            name, index = token.groups()
             if not isinstance(node, dict) or name not in node:
                 return REQUIRED
             node = node[name]

@@ -19,19 +19,18 @@ import re
 import secrets
 import socket
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 from aiohttp import web
 
-from installer.master import artifacts, reports
-from installer.master.commits import GroupCommit
+from installer.cluster import layout
 from installer.cluster.errors import InstallerError
+from installer.master import artifacts, handoff, reports
+from installer.master.commits import GroupCommit
 from installer.master.nodes import NodeRow, NodeState
 from installer.master.state import State
-from installer.master import handoff
-from installer.cluster import layout
 
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 # A file this large fills the link for a while: its packets queue behind a report's answer,
@@ -276,6 +275,8 @@ def _bearer(request: web.Request) -> tuple[str | None, web.Response | None]:
 
 
 def _join(svc: Service, node: NodeRow) -> None:
+    if svc.on_booted is None:
+        return
     try:
         svc.on_booted(svc.state, node)
     except Exception as e:  # noqa: BLE001 - a join bug must not go unnoticed, nor stop serve

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from installer.master.state import State
 
@@ -54,7 +55,7 @@ class GroupCommit:
             outcomes = self.state.together([call for _, call in calls])
         except BaseException as e:  # noqa: BLE001 - this thread must go on
             outcomes = [(False, e)] * len(calls)
-        for (future, _), (ok, value) in zip(calls, outcomes):
+        for (future, _), (ok, value) in zip(calls, outcomes, strict=True):
             if ok:
                 future.set_result(value)
             else:

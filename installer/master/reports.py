@@ -14,8 +14,8 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from installer.master.nodes import Forbidden, NodeRow, NodeState
 from installer.master.state import State
@@ -60,7 +60,7 @@ def parse(body: bytes) -> Report:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise Refused(400, f"the report is not JSON ({e}): send a JSON object like "
-                           '{"step": "os", "status": "started", "index": 3, "total": 6}')
+                           '{"step": "os", "status": "started", "index": 3, "total": 6}') from None
     if not isinstance(data, dict):
         raise Refused(400, "the report must be a JSON object")
     unknown = sorted(set(data) - {"step", "status", "message", "index", "total", "time",

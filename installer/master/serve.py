@@ -20,20 +20,20 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 
-from installer.master import api, dhcp, statedir
-from installer.master.join import running
+from installer.cluster import layout
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
+from installer.master import api, dhcp, handoff, statedir
+from installer.master.join import running
 from installer.master.join.hook import JoinHook
 from installer.master.nodes import NodeRow, NodeState
 from installer.master.state import State, open_state
-from installer.master import handoff
-from installer.cluster import layout
+
 
 @dataclass
 class Options:
@@ -179,7 +179,7 @@ async def _until_stopped(daemon: dhcp.Dnsmasq | None) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    waits = [asyncio.create_task(stop.wait())]
+    waits: list[asyncio.Task] = [asyncio.create_task(stop.wait())]
     if daemon is not None:
         waits.append(asyncio.create_task(daemon.wait()))
     done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -190,7 +190,8 @@ async def _until_stopped(daemon: dhcp.Dnsmasq | None) -> int:
     if stop.is_set():
         log("stopping")
         return 0
-    log(f"error: dnsmasq exited with status {daemon.proc.returncode}; nodes cannot PXE boot: "
+    code = daemon.proc.returncode if daemon is not None and daemon.proc is not None else None
+    log(f"error: dnsmasq exited with status {code}; nodes cannot PXE boot: "
         "see its messages above, fix the cause and start serve again")
     return 1
 

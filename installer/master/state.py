@@ -18,8 +18,9 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError

@@ -36,7 +36,7 @@ def prepare(state_dir: str) -> None:
         os.chmod(state_dir, 0o700)
     except OSError as e:
         raise InstallerError(f"cannot create the state directory {state_dir}: "
-                             f"{e.strerror}; choose another with --state DIR")
+                             f"{e.strerror}; choose another with --state DIR") from None
 
 
 def admin_token(state_dir: str, *, create: bool = True) -> str:
@@ -48,9 +48,9 @@ def admin_token(state_dir: str, *, create: bool = True) -> str:
     except FileNotFoundError:
         if not create:
             raise InstallerError(f"no {path}: start ganeti-installer serve once with this "
-                                 "--state directory, or name the right one with --state")
+                                 "--state directory, or name the right one with --state") from None
     except OSError as e:
-        raise InstallerError(f"cannot read {path}: {e.strerror}; run this as root")
+        raise InstallerError(f"cannot read {path}: {e.strerror}; run this as root") from None
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:

@@ -56,7 +56,8 @@ def table(status: dict, now: float | None = None) -> str:
         rows.append((n["name"], n["mac"], n["state"], n["step"] or "-", progress,
                      ago(now - n["updated"]), message))
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
     if status["unknown"]:
         lines += ["", "Machines not in the cluster file (add one under [[nodes]] with its "
                       "mac, run render and restart serve to install it):"]

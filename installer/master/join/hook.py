@@ -16,7 +16,6 @@ from installer.master.join.joiner import Joiner, JoinError
 from installer.master.nodes import NodeRow, NodeState
 from installer.master.state import State
 
-
 STOPPED = "serve stopped during the join; it runs again when serve starts"
 
 

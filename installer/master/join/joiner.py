@@ -4,7 +4,8 @@ Shaped like a Ganeti logical unit: each prerequisite is checked and fails on its
 clear message before anything changes (reachable with its reported key, Ganeti installed at
 the master's version, its name resolving to its address on the master), then the change runs
 (`gnt-node add` under pexpect), then `gnt-cluster verify` decides. Everything runs on the
-master over SSH (installer.master.join.remote) with the nodes' reported keys pinned (installer.cluster.sshkeys).
+master over SSH (installer.master.join.remote) with the nodes' reported keys pinned
+(installer.cluster.sshkeys).
 
     joiner = Joiner(cluster, state_dir, log=lambda node, line: ...)
     joiner.bootstrap(first, host_keys)      # once; again is harmless
@@ -26,16 +27,16 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
-from installer.master.join import gnt, prompts
 from installer.cluster import sshkeys
-from installer.master import statedir
 from installer.cluster.config import Cluster, Node
+from installer.cluster.sshkeys import PublicKey
+from installer.master import statedir
+from installer.master.join import gnt, prompts
 from installer.master.join.errors import JoinError, JoinKind
 from installer.master.join.remote import Remote
-from installer.cluster.sshkeys import PublicKey
 
 __all__ = ["Joiner", "JoinResult", "JoinError", "JoinKind"]
 

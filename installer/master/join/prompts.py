@@ -20,14 +20,14 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import pexpect
 
+from installer.cluster.sshkeys import PublicKey
 from installer.master.join import running
 from installer.master.join.errors import JoinError, JoinKind
-from installer.cluster.sshkeys import PublicKey
 
 FINGERPRINT = re.compile(r"(?P<type>[A-Z0-9-]+) key fingerprint is "
                          r"(?P<fp>SHA256:[A-Za-z0-9+/]+|(?:MD5:)?[0-9a-f]{2}(?::[0-9a-f]{2}){15})")
@@ -82,7 +82,7 @@ def drive(argv: Sequence[str], *, trusted: Iterable[PublicKey], log: Callable[[s
     return Result(child.exitstatus, session.text())
 
 
-def _reap(child, deadline: float, session: "_Session", timeout: float) -> None:
+def _reap(child, deadline: float, session: _Session, timeout: float) -> None:
     """Wait for the exit status after EOF (the pty closed; the process is ending)."""
     while child.isalive():
         if time.monotonic() > deadline:

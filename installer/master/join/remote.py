@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
+from installer.cluster.sshkeys import PublicKey, host_patterns
 from installer.master.join import prompts, running
 from installer.master.join.errors import JoinError, JoinKind
-from installer.cluster.sshkeys import PublicKey, host_patterns
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Remote:
     def converse(self, host: str, command: Sequence[str], *, trusted: Iterable[PublicKey],
                  log: Callable[[str], None], timeout: float,
                  confirm: bool = False) -> prompts.Result:
-        """Run a command with a terminal, answering its prompts as installer.master.join.prompts does."""
+        """Run a command with a terminal, answering its prompts as join.prompts does."""
         argv = self.argv(host, command, tty=True)
         what = f"`{shlex.join(command)}` on {host}"
         log(f"+ {shlex.join(command)}   (on {host})")

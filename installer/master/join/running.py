@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 _lock = threading.Lock()
 _live: dict[object, Callable[[], None]] = {}
