@@ -14,8 +14,10 @@ import threading
 
 import pytest
 
-from installer.agent import osinstall
+from installer.agent import imagefetch, osinstall, retry
 from installer.agent.proc import Runner
+
+NO_WAIT = retry.Waiter(0, log=lambda line: None)     # refusals fail at once here
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_the_image_lands_byte_for_byte(served, tmp_path):
     base, payload, root = served
     device = tmp_path / "device"
     device.write_bytes(b"\xff" * (4 << 20))      # a partition larger than the image
-    digest = osinstall._stream_to(f"{base}/image.zst", str(device))
+    digest = imagefetch.ImageFetch(f"{base}/image.zst", str(device)).run()
     assert digest == hashlib.sha256((root / "image.zst").read_bytes()).hexdigest()
     assert device.read_bytes()[:len(payload)] == payload
 
@@ -59,15 +61,17 @@ def test_a_corrupt_image_is_refused_naming_both_checksums(served, tmp_path):
     device.write_bytes(bytes(4 << 20))
     with pytest.raises(osinstall.InstallError, match="is corrupt: sha256 [0-9a-f]{64}, the "
                                                      "server says 0{64}"):
-        osinstall.write_rootfs(image(base), str(device), Runner())
+        osinstall.write_rootfs(image(base), str(device), Runner(), NO_WAIT)
 
 
 def test_a_missing_image_is_an_error_naming_the_url(served, tmp_path):
+    """A 404 is the master's "no": re-asked slowly until the wait limit (0 here), then said."""
     base, _, root = served
     (root / "image.zst").unlink()
     with pytest.raises(osinstall.InstallError, match=f"cannot fetch the OS image "
-                                                     f"{base}/image.zst: HTTP 404"):
-        osinstall.write_rootfs(image(base), str(tmp_path / "device"), Runner())
+                                                     f"{base}/image.zst: gave up waiting for "
+                                                     f"the master after 0s .*HTTP 404"):
+        osinstall.write_rootfs(image(base), str(tmp_path / "device"), Runner(), NO_WAIT)
 
 
 @pytest.mark.integration
@@ -81,6 +85,6 @@ def test_a_device_too_small_is_an_error_from_dd(served, tmp_path):
         pytest.skip("no loop device")
     try:
         with pytest.raises(osinstall.InstallError, match=r"failed in dd .*No space left"):
-            osinstall._stream_to(f"{base}/image.zst", loop.stdout.strip())
+            imagefetch.ImageFetch(f"{base}/image.zst", loop.stdout.strip()).run()
     finally:
         subprocess.run(["losetup", "--detach", loop.stdout.strip()])
