@@ -19,10 +19,11 @@ import subprocess
 from typing import Callable, List, Optional, Tuple
 
 import requests
+import urllib3
 
 from installer.agent import retry
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16     # read in small pieces: at a cut, the piece being read is lost
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -104,7 +105,7 @@ class ImageFetch:
         """Fetch from self.offset to the end, feeding the pipeline; raises on a cut."""
         resp = self._open()
         with resp:
-            for chunk in resp.iter_content(chunk_size=CHUNK):
+            for chunk in _pieces(resp):
                 self.fetched += len(chunk)
                 self.digest.update(chunk)
                 self.pipe.write(chunk)
@@ -154,3 +155,17 @@ class ImageFetch:
         self.pipe = Pipeline(self.device)
         self.digest = hashlib.sha256()
         self.offset, self.size, self.validator = 0, None, None
+
+
+def _pieces(resp: requests.Response):
+    """The body as it arrives, undecoded (zstd is ours to decode). urllib3's own reads, not
+    iter_content: a cut must surface as an error after the last whole piece, never swallow
+    a piece already received."""
+    while True:
+        try:
+            piece = resp.raw.read(CHUNK, decode_content=False)
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
+            raise requests.exceptions.ChunkedEncodingError(f"the stream was cut: {e}") from e
+        if not piece:
+            return
+        yield piece
