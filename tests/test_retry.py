@@ -4,6 +4,7 @@ how long it pauses, when it gives up. A fake clock stands in for time: no test s
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 
 import pytest
@@ -181,3 +182,74 @@ def test_the_agent_wide_waiter_takes_the_limit_it_is_given():
                                            (3725, "1h02m")])
 def test_durations_are_said_briefly(seconds, said):
     assert retry.span(seconds) == said
+
+
+# -- the agent itself: a PC powered on before its master -----------------------------------------
+
+def test_a_pc_booted_before_its_master_keeps_asking_and_starts_once_it_answers(tmp_path):
+    """The real agent (`python -m installer.agent`, dry run) asks a port where nothing listens
+    yet; the stand-in master comes up three seconds later. The agent gets its plan, says how
+    long it waited, and its first report tells the master too."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.serving import render_outdir
+    from tests.vm.standin import StandinMaster
+
+    out = tmp_path / "out"
+    cluster = render_outdir(str(out))
+    with socket.socket() as s:          # a free port, for the master to take later
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/plans/node1.json"
+    agent = subprocess.Popen([sys.executable, "-m", "installer.agent", "--plan", url,
+                              "--dry-run", "--no-reboot", "--wait", "120"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)
+        master = StandinMaster(out, cluster.provisioning.base_url, port=port)
+        master.url = f"http://127.0.0.1:{port}"
+        with master:
+            console, _ = agent.communicate(timeout=90)
+    finally:
+        agent.kill()
+    lines = console.splitlines()
+    assert any(re.fullmatch(r"waiting for the master since \S+ UTC \(\ds\): the plan: "
+                            r"connection refused; next try in \d s", line) for line in lines), \
+        console
+    answered = [line for line in lines if line.startswith("the master answered after")]
+    assert len(answered) == 1 and re.fullmatch(r"the master answered after [1-9]s: the plan",
+                                               answered[0]), console
+    started = next(r for _, r in master.reports if (r["step"], r["status"]) == (
+        "install", "started"))
+    assert re.search(r"waited for the master [1-9]s \(the plan\)", started["message"]), started
+    # The dry run then stops at identify: this machine has not the plan's MAC.
+    assert ("identify", "failed") in master.events("node1")
+
+
+def test_status_shows_how_long_a_node_waited_for_its_master(tmp_path):
+    """The agent's waits reach the real master as reports once it is back: the plan's with
+    'install started' (the master takes nothing before it), a later one as <stage>/wait."""
+    from installer.agent.client import Reporter
+    from installer.master import status
+    from tests.serving import Server, render_outdir
+
+    out = tmp_path / "out"
+    cluster = render_outdir(str(out))
+    with Server(cluster, str(out), str(tmp_path / "state")) as server:
+        plan = requests.get(f"{server.url}/api/v1/plans/52-54-00-20-02-22", timeout=10).json()
+        rep = Reporter(plan["report"]["url"].replace(cluster.provisioning.base_url,
+                                                     server.url),
+                       plan["report"]["token"], log=lambda line: None)
+        rep.waited("the plan", 42)
+        assert rep.event("install", "started", "agent", 0, 6)
+        assert rep.event("os", "started", "", 3, 6)
+        rep.waited("the OS image", 200)
+        assert rep.outbox == []
+        shown = status.table(status.fetch(server.url))
+        first = server.state.events("node1")[0]
+    assert first["message"] == "agent; waited for the master 42s (the plan)"
+    node1 = next(line for line in shown.splitlines() if line.startswith("node1"))
+    assert re.search(r"installing\s+os/wait\s+3/6\s+.*waited for the master 3m20s "
+                     r"\(the OS image\)$", node1), shown
