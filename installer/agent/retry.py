@@ -102,13 +102,18 @@ def reason(error: BaseException) -> str:
     """The error in a few words: the root cause of a requests error, not its whole chain."""
     if isinstance(error, HTTPStatus):
         return f"HTTP {error.status}"
-    text = str(error)
-    for known in ("Connection refused", "Connection reset", "timed out", "No route to host",
-                  "Network is unreachable", "IncompleteRead", "Name or service not known",
-                  "Remote end closed connection", "Connection broken"):
-        if known.lower() in text.lower():
-            return known.lower()
-    return f"{type(error).__name__}: {text[:200]}"
+    text = str(error).lower()
+    for needle, said in (("refused", "connection refused"), ("reset", "connection reset"),
+                         ("timed out", "timed out"), ("no route", "no route to host"),
+                         ("unreachable", "network unreachable"),
+                         ("incompleteread", "the stream was cut"),
+                         ("connection broken", "the stream was cut"),
+                         ("stream was cut", "the stream was cut"),
+                         ("remote end closed", "the master closed the connection"),
+                         ("name or service not known", "the master's name does not resolve")):
+        if needle in text:
+            return said
+    return f"{type(error).__name__}: {str(error)[:200]}"
 
 
 class Waiter:
