@@ -88,3 +88,55 @@ def test_a_device_too_small_is_an_error_from_dd(served, tmp_path):
             imagefetch.ImageFetch(f"{base}/image.zst", loop.stdout.strip()).run()
     finally:
         subprocess.run(["losetup", "--detach", loop.stdout.strip()])
+
+
+def test_debootstrap_waits_for_its_package_cache_to_come_up(tmp_path):
+    """The proxy (a package cache on the master) is down when the OS stage begins and comes
+    up two seconds later: the agent waits for the release's Release file through it."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    asked = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            asked.append(self.path)
+            self.send_response(200 if self.path.endswith("/dists/bookworm/Release") else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    def proxy_up_later():
+        time.sleep(2)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Proxy)
+        servers.append(server)
+        server.serve_forever()
+
+    servers: list = []
+    threading.Thread(target=proxy_up_later, daemon=True).start()
+    lines: list[str] = []
+    spec = {"mirror": "http://mirror.test/debian/", "suite": "bookworm"}
+    try:
+        osinstall.wait_for_mirror(spec, f"http://127.0.0.1:{port}",
+                                  retry.Waiter(60, log=lines.append))
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert asked == ["http://mirror.test/debian/dists/bookworm/Release"]
+    assert lines[0].startswith("waiting for the master since ")
+    assert f"the package mirror through http://127.0.0.1:{port}: connection refused" in lines[0]
+    assert lines[-1].startswith("the master answered after")
+
+
+def test_apt_in_the_target_retries_a_package_cache_that_went_away(tmp_path):
+    osinstall.apt_retries(str(tmp_path), Runner())
+    conf = (tmp_path / osinstall.APT_RETRIES).read_text()
+    assert 'Acquire::Retries "60";' in conf
+    dry = tmp_path / "dry"
+    osinstall.apt_retries(str(dry), Runner(dry_run=True))
+    assert not dry.exists()

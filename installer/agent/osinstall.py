@@ -60,6 +60,39 @@ def write_rootfs(image: dict, device: str, runner: Runner,
 
 
 UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
+APT_RETRIES = "etc/apt/apt.conf.d/80ganeti-installer-retries"
+# apt's own retries, with its doubling pause capped at 30 s: about as long as retry.LIMIT.
+APT_RETRY_COUNT = 60
+
+
+def wait_for_mirror(spec: dict, proxy: Optional[str],
+                    waiter: Optional[retry.Waiter] = None) -> None:
+    """Wait (retry.Waiter) until the release's Release file answers through the proxy: the
+    package cache usually runs on the master, and debootstrap's downloads do not wait."""
+    url = f"{spec['mirror'].rstrip('/')}/dists/{spec['suite']}/Release"
+
+    def ask() -> None:
+        resp = requests.head(url, proxies=_proxies(proxy), timeout=30, allow_redirects=True)
+        if resp.status_code != 200:
+            raise retry.HTTPStatus(url, resp.status_code)
+
+    try:
+        (waiter or retry.default).run(f"the package mirror {'through ' + proxy if proxy else ''}"
+                                      .rstrip(), ask)
+    except (retry.GaveUp, retry.HTTPStatus) as e:
+        raise InstallError(f"the release's mirror does not answer: {e}") from e
+
+
+def apt_retries(target: str, runner: Runner) -> None:
+    """apt in the target (the node's packages, and the node's later upgrades) retries a
+    package cache that went away, instead of failing the install."""
+    if runner.dry_run:
+        return
+    path = os.path.join(target, APT_RETRIES)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("// written by ganeti-installer: ride out a package cache that restarts\n"
+                f'Acquire::Retries "{APT_RETRY_COUNT}";\n')
 
 
 def debootstrap(spec: dict, packages: List[str], target: str, proxy: Optional[str],
@@ -75,9 +108,12 @@ def debootstrap(spec: dict, packages: List[str], target: str, proxy: Optional[st
     env = dict(os.environ)
     if proxy:
         env["http_proxy"] = proxy
+    if not runner.dry_run:
+        wait_for_mirror(spec, proxy)
     runner.change(["debootstrap", "--foreign", f"--variant={spec['variant']}",
                    f"--include={','.join(include)}", spec["suite"], target, spec["mirror"]],
                   env=env, timeout=3600)
+    apt_retries(target, runner)
     runner.change(["chroot", target, "dpkg-divert", "--local", "--rename", "--add",
                    UPDATE_INITRAMFS])
     if not runner.dry_run:
