@@ -103,6 +103,8 @@ class ImageFetch:
 
     def _attempt(self) -> None:
         """Fetch from self.offset to the end, feeding the pipeline; raises on a cut."""
+        if self.size is not None and self.offset >= self.size:
+            return      # cut after the last byte: a range from the end would get a 416
         resp = self._open()
         with resp:
             for chunk in _pieces(resp):
