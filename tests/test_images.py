@@ -153,7 +153,7 @@ def test_agent_bundle_for_the_debian_installer_path(built):
     outdir, _ = built
     with tarfile.open(outdir / "agent/agent.tar.gz") as tar:
         names = tar.getnames()
-    assert "installer/agent/__main__.py" in names and "installer/planschema.py" in names
+    assert "installer/agent/__main__.py" in names and "installer/agent/planschema.py" in names
     script = outdir / "agent/ganeti-installer-firstboot"
     assert script.stat().st_mode & 0o111, "the first-boot script is not executable"
     assert "--first-boot" in script.read_text()
