@@ -114,6 +114,20 @@ def test_a_master_back_after_a_minute_and_a_half_answers_and_the_wait_is_told():
     assert waits == [("the plan", 90.75)]
 
 
+def test_the_wait_told_is_the_wait_not_the_download_that_followed():
+    clock, lines, waits = Clock(), [], []
+    errors = [requests.ConnectionError("Connection refused")] * 3
+
+    def fetch():
+        if errors:
+            raise errors.pop(0)
+        clock.now += 100.0      # the answer streams for 100 s
+        return "image"
+    assert waiter(clock, lines, waits=waits).run("the OS image", fetch) == "image"
+    assert waits == [("the OS image", 5.25)]
+    assert lines[-1] == "the master answered after 5s: the OS image"
+
+
 def test_an_answer_at_once_says_nothing():
     clock, lines, waits = Clock(), [], []
     assert waiter(clock, lines, waits=waits).run("the plan", failing([])) == "answer"

@@ -137,6 +137,7 @@ class Waiter:
         stream cut mid-way) starts a fresh wait: the master was there until then."""
         start, since, attempt, done = self.clock(), self.wall(), 0, progress()
         while True:
+            tried = self.clock()    # the wait ends as the try that answers begins
             try:
                 result = fetch()
             except Exception as e:      # classified: FAIL re-raises it unchanged
@@ -154,7 +155,7 @@ class Waiter:
                 attempt += 1
                 continue
             if attempt:
-                waited = self.clock() - start
+                waited = tried - start
                 self.log(f"the master answered after {span(waited)}: {what}")
                 if self.on_wait:
                     self.on_wait(what, waited)
