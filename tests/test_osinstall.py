@@ -17,6 +17,9 @@ import pytest
 from installer.agent import imagefetch, osinstall, retry
 from installer.agent.proc import Runner
 
+# The payload is packed by the real zstd, and written by the real zstd and dd.
+pytestmark = pytest.mark.integration
+
 NO_WAIT = retry.Waiter(0, log=lambda line: None)     # refusals fail at once here
 
 

@@ -200,6 +200,7 @@ def test_durations_are_said_briefly(seconds, said):
 
 # -- the agent itself: a PC powered on before its master -----------------------------------------
 
+@pytest.mark.integration     # the agent runs as a child process
 def test_a_pc_booted_before_its_master_keeps_asking_and_starts_once_it_answers(tmp_path):
     """The real agent (`python -m installer.agent`, dry run) asks a port where nothing listens
     yet; the stand-in master comes up three seconds later. The agent gets its plan, says how
@@ -242,6 +243,7 @@ def test_a_pc_booted_before_its_master_keeps_asking_and_starts_once_it_answers(t
     assert ("identify", "failed") in master.events("node1")
 
 
+@pytest.mark.integration     # the real master makes its key pair with ssh-keygen
 def test_status_shows_how_long_a_node_waited_for_its_master(tmp_path):
     """The agent's waits reach the real master as reports once it is back: the plan's with
     'install started' (the master takes nothing before it), a later one as <stage>/wait."""
