@@ -50,7 +50,7 @@ AWAY = [requests.ConnectionError("[Errno 111] Connection refused"),
         requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"),
         ConnectionResetError(104, "Connection reset by peer"),
         http.client.IncompleteRead(b"", 100), http.client.RemoteDisconnected("closed"),
-        socket.timeout("timed out"), retry.HTTPStatus("http://m/x", 500),
+        TimeoutError("timed out"), retry.HTTPStatus("http://m/x", 500),
         retry.HTTPStatus("http://m/x", 502), retry.HTTPStatus("http://m/x", 503)]
 NO = [retry.HTTPStatus("http://m/api/v1/plans/52-54-00-00-00-01", code)
       for code in (401, 403, 404, 409)]

@@ -56,7 +56,7 @@ def fetch_plan(url: str, *, waiter: Optional[retry.Waiter] = None
     try:
         return resp.json(), resp.headers.get("Date")
     except ValueError:
-        raise ClientError(f"the plan at {url} is not JSON")
+        raise ClientError(f"the plan at {url} is not JSON") from None
 
 
 class Reporter:

@@ -16,7 +16,7 @@ import hashlib
 import http.client
 import re
 import subprocess
-from typing import Callable, List, Optional, Tuple
+from typing import IO, Callable, List, Optional, Tuple, cast
 
 import requests
 import urllib3
@@ -40,17 +40,18 @@ class Pipeline:
                                    stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.zstd = subprocess.Popen(["zstd", "-dc"], stdin=subprocess.PIPE,
                                      stdout=self.dd.stdin, stderr=subprocess.PIPE)
-        self.dd.stdin.close()   # zstd holds the pipe now; dd sees its end when zstd exits
+        self.input = cast(IO[bytes], self.zstd.stdin)
+        cast(IO[bytes], self.dd.stdin).close()  # zstd holds the pipe; dd ends when zstd does
 
     def write(self, chunk: bytes) -> None:
-        self.zstd.stdin.write(chunk)
+        self.input.write(chunk)
 
     def finish(self) -> List[Tuple[str, str, int]]:
         """Close zstd's input and wait for both: (name, stderr, exit code) of each."""
         with contextlib.suppress(BrokenPipeError):      # flushing to a zstd that died
-            self.zstd.stdin.close()
-        return [(name, proc.stderr.read().decode(errors="replace").strip(), proc.wait())
-                for name, proc in (("zstd", self.zstd), ("dd", self.dd))]
+            self.input.close()
+        return [(name, cast(IO[bytes], proc.stderr).read().decode(errors="replace").strip(),
+                 proc.wait()) for name, proc in (("zstd", self.zstd), ("dd", self.dd))]
 
     def abort(self) -> None:
         """Throw a half-fed pipeline away (its output is written again from byte 0)."""
@@ -69,7 +70,7 @@ class ImageFetch:
         self.validator: Optional[str] = None
         self.resumes = self.restarts = 0
         self.digest = hashlib.sha256()
-        self.pipe: Optional[Pipeline] = None
+        self.pipe: Pipeline     # started by run()
 
     def run(self) -> str:
         """Write the image; its sha256 (hex). InstallError if it cannot be had or written."""

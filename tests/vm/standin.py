@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -101,7 +101,7 @@ class StandinMaster:
             time.sleep(0.5)
         return True
 
-    def __enter__(self) -> "StandinMaster":
+    def __enter__(self) -> StandinMaster:
         if self.server is not None:
             threading.Thread(target=self.server.serve_forever, daemon=True).start()
             return self
