@@ -269,3 +269,20 @@ def test_status_shows_how_long_a_node_waited_for_its_master(tmp_path):
     node1 = next(line for line in shown.splitlines() if line.startswith("node1"))
     assert re.search(r"installing\s+os/wait\s+3/6\s+.*waited for the master 3m20s "
                      r"\(the OS image\)$", node1), shown
+
+
+@pytest.mark.parametrize("line, limit", [("console=ttyS0 installer.plan=http://m/p", None),
+                                         ("installer.wait=3600 quiet", 3600.0),
+                                         ("installer.wait=0", 0.0)])
+def test_the_wait_limit_comes_from_the_kernel_command_line(line, limit):
+    from installer.agent import cmdline
+    assert cmdline.wait_limit(line) == limit
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "inf", "nan", ""])
+def test_a_wait_limit_that_is_no_number_of_seconds_is_named_with_its_fix(value):
+    from installer.agent import cmdline
+    with pytest.raises(ValueError, match=f"installer.wait={value} on the kernel command line "
+                                         "is not a number of seconds: write e.g. "
+                                         "installer.wait=3600"):
+        cmdline.wait_limit(f"quiet installer.wait={value}")
