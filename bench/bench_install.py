@@ -8,7 +8,9 @@ boots its own disk, against the raw cost of the same work measured in the same r
   root file system image streamed from the same server, decompressed and written raw to the
   same kind of virtual disk (a shell in the same netboot image, `rdinit=/bin/sh`), plus the
   disk's boot;
-- the agent's own CPU time and peak memory, and its children's, from its final report.
+- the agent's own CPU time and peak memory, and its children's, from its final report;
+- the OS image's bytes fetched against its size (the agent's console line): a write that
+  resumed after a cut fetches the image at most once plus what was in flight.
 
 Target: install + boot ≤ 1.3 × floor. TCG, 1.5 GiB, 2 vCPUs, QEMU user networking. Prints
 figures; asserts nothing.
@@ -19,6 +21,7 @@ figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -37,6 +40,8 @@ from tests.vm.standin import StandinMaster  # noqa: E402
 NODE = "node1"
 CONSOLE = "console=ttyS0,115200n8"
 SHELL = "BENCH# "
+FETCHED = re.compile(r"os image: fetched (\d+) bytes for an image of (\d+) bytes "
+                     r"\((\d+) resumed, (\d+) restarted\)")
 
 
 class TimedMaster(StandinMaster):
@@ -65,8 +70,10 @@ def install(work: Path, outdir: Path, cluster, node) -> dict:
         end = time.monotonic()
         reports = [r for _, r in master.reports]
     first = reports[0]["received"] - start
+    fetched = FETCHED.search(vm.log_path.read_text(errors="replace"))
     boot = boot_disk(work, disk, node)
     return {"install": end - start, "netboot_boot": first, "disk_boot": boot,
+            "fetched": fetched.groups() if fetched else None,
             "stages": stage_times(reports),
             "usage": next(r.get("usage") for r in reports if r["status"] == "installed")}
 
@@ -154,6 +161,12 @@ def report(got: dict, raw: dict, outdir: Path) -> None:
           f"{raw['seconds']:.1f} s")
     print(f"total (install + boot): {total:.1f} s; floor (boot + raw write + boot): "
           f"{floor:.1f} s; ratio {total / floor:.2f} (target <= 1.30)")
+    if got["fetched"]:
+        fetched, size, resumed, restarted = map(int, got["fetched"])
+        print(f"OS image: fetched {fetched} bytes for its {size} bytes ({resumed} resumed, "
+              f"{restarted} restarted)")
+    else:
+        print("OS image: the agent said no bytes fetched (an agent older than the resume?)")
     u = got["usage"] or {}
     print(f"agent: CPU {u.get('cpu_s')} s, peak RSS {u.get('max_rss_kib', 0) / 1024:.1f} MiB; "
           f"its children: CPU {u.get('children_cpu_s')} s, largest peak RSS "

@@ -1,7 +1,8 @@
 """Entry point of the agent: `python3 -m installer.agent [options]`.
 
 In the netboot image a systemd unit starts it with no options: the plan URL then comes from
-the kernel command line (`installer.plan=<URL>`).
+the kernel command line (`installer.plan=<URL>`), and how long a fetch waits for an absent
+master from `installer.wait=<seconds>` (default 30 minutes, retry.LIMIT).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 from installer.agent.version import __version__
 from installer.agent import planschema
-from installer.agent import client, clock, cmdline
+from installer.agent import client, clock, cmdline, retry
 
 NO_PLAN = ("no plan: the kernel command line has no installer.plan=<URL> and no boot medium "
            "carries a plan. Boot this machine from the master's PXE entry for its MAC, or add "
@@ -21,14 +22,33 @@ NO_PLAN = ("no plan: the kernel command line has no installer.plan=<URL> and no 
            "kernel command line.")
 
 
-def _plan_source(args) -> str | None:
-    if args.plan:
-        return args.plan
+def _kernel_cmdline() -> str:
     try:
         with open("/proc/cmdline", encoding="utf-8") as f:
-            return cmdline.plan_url(f.read())
+            return f.read()
     except OSError:
-        return None
+        return ""
+
+
+def _plan_source(args) -> str | None:
+    return args.plan or cmdline.plan_url(_kernel_cmdline())
+
+
+def _wait_limit(args) -> float:
+    """--wait, else installer.wait= on the kernel command line, else retry.LIMIT; a bad
+    kernel argument is said and the default taken (the install must not stop for it)."""
+    if args.wait is not None:
+        return args.wait
+    try:
+        limit = cmdline.wait_limit(_kernel_cmdline())
+    except ValueError as e:
+        _say(f"warning: {e}; waiting {retry.span(retry.LIMIT)}")
+        return retry.LIMIT
+    return retry.LIMIT if limit is None else limit
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _load(source: str) -> tuple[dict, str | None]:
@@ -48,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="print the commands that would change the disk, change nothing")
     p.add_argument("--no-reboot", action="store_true", help="stay up when done")
+    p.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="how long each fetch waits for an absent master (default: "
+                        "installer.wait= on the kernel command line, else 1800)")
     p.add_argument("--first-boot", action="store_true",
                    help="configure this installed system (a debian-installer install) in "
                         "place: its free disk space becomes the VG; no partitioning, no OS")
@@ -58,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_PLAN, flush=True)
         return 2
     print(f"plan: {source}", flush=True)
+    waits: list[str] = []       # waits for the plan: said with the install's first report
+    retry.configure(_wait_limit(args), log=_say,
+                    on_wait=lambda what, s: waits.append(
+                        f"waited for the master {retry.span(s)} ({what})"))
     try:
         plan, date = _load(source)
     except (client.ClientError, OSError, ValueError) as e:
@@ -75,13 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     if not args.dry_run:
         clock.follow(clock.master_time(date), log=lambda line: print(line, flush=True))
-    return _install(plan, args)
+    return _install(plan, args, waits)
 
 
-def _install(plan: dict, args) -> int:
+def _install(plan: dict, args, waits: list[str]) -> int:
     from installer.agent.install import Installer
 
     reporter = client.Reporter(plan["report"]["url"], plan["report"].get("token"))
+    reporter.notes = waits
+    retry.default.on_wait = reporter.waited     # status shows how long the node waited
     inst = Installer(plan, reporter, target=args.target, dry_run=args.dry_run,
                      log=lambda line: print(line, flush=True), first_boot=args.first_boot)
     try:

@@ -1,8 +1,10 @@
-"""Every HTTP call the agent makes: fetching the plan and the OS image, reporting progress.
+"""The agent's HTTP calls to the master's API: fetching the plan, reporting progress (the OS
+image is streamed by osinstall). Both wait for the master through retry.Waiter's rules.
 
-Reports are retried with jittered backoff while the master is unreachable. A report that
-cannot be delivered goes to an outbox (in RAM, and on the target once it is mounted) and is
-resent before the next one; the final report is kept on the node until the master takes it.
+Reports are retried with the same jittered backoff while the master is unreachable, a few
+times only: the install goes on without the master. A report that cannot be delivered goes
+to an outbox (in RAM, and on the target once it is mounted) and is resent before the next
+one; the final report is kept on the node until the master takes it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Callable, List, Optional, Tuple
 
 import requests
 
+from installer.agent import retry
+
 OUTBOX = "var/lib/ganeti-installer/outbox.json"
 
 
@@ -26,27 +30,33 @@ def _headers(token: Optional[str]) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def fetch_plan(url: str, *, attempts: int = 30,
-               sleep=time.sleep) -> Tuple[dict, Optional[str]]:
-    """The plan at `url` and the answer's Date header (the master's clock), retried while the
-    master is unreachable; ClientError otherwise."""
-    last = ""
-    for attempt in range(attempts):
-        try:
-            resp = requests.get(url, timeout=10)
-            if resp.status_code == 200:
-                try:
-                    return resp.json(), resp.headers.get("Date")
-                except ValueError:
-                    raise ClientError(f"the plan at {url} is not JSON")
-            if 400 <= resp.status_code < 500:
-                raise ClientError(f"the master refused the plan at {url}: HTTP "
-                                  f"{resp.status_code} {resp.text[:200]}")
-            last = f"HTTP {resp.status_code}"
-        except requests.RequestException as e:
-            last = str(e)
-        sleep(min(30, 2 ** attempt) * random.uniform(0.5, 1.0))
-    raise ClientError(f"could not fetch the plan from {url} after {attempts} attempts: {last}")
+def fetch_plan(url: str, *, waiter: Optional[retry.Waiter] = None
+               ) -> Tuple[dict, Optional[str]]:
+    """The plan at `url` and the answer's Date header (the master's clock).
+
+    A PC powered on before `serve` runs keeps asking (retry.Waiter) and starts once it gets
+    its plan; a master that says no (unknown MAC, not armed) is asked again once a minute.
+    ClientError when the wait is over or the answer is no plan at all."""
+    waiter = waiter or retry.default
+
+    def ask() -> requests.Response:
+        resp = requests.get(url, timeout=10)
+        if resp.status_code != 200:
+            raise retry.HTTPStatus(url, resp.status_code, resp.text)
+        return resp
+
+    try:
+        resp = waiter.run("the plan", ask)
+    except retry.GaveUp as e:
+        raise ClientError(str(e)) from e
+    except retry.HTTPStatus as e:       # a 400 and the like: asking again would not help
+        raise ClientError(f"the master refused the plan: {e}") from e
+    except requests.RequestException as e:
+        raise ClientError(f"cannot fetch the plan {url}: {e}") from e
+    try:
+        return resp.json(), resp.headers.get("Date")
+    except ValueError:
+        raise ClientError(f"the plan at {url} is not JSON") from None
 
 
 class Reporter:
@@ -58,6 +68,8 @@ class Reporter:
         self.token, self.attempts, self.log, self.sleep = token, attempts, log, sleep
         self.outbox: List[dict] = []
         self.target: Optional[str] = None
+        self.stage: Optional[str] = None    # the last stage started: where a wait belongs
+        self.notes: List[str] = []          # waits before the install started, said with it
 
     def attach(self, target: str) -> None:
         """Keep the outbox on the target from now on; pick up what an earlier run left."""
@@ -68,6 +80,11 @@ class Reporter:
 
     def event(self, step: str, status: str, message: str = "", index: int = 0,
               total: int = 0, final: bool = False, **extra) -> bool:
+        if (step, status) == ("install", "started") and self.notes:
+            message = "; ".join([message] + self.notes) if message else "; ".join(self.notes)
+            self.notes = []
+        if status == "started":
+            self.stage = step
         event = {"step": step, "status": status, "message": message, "index": index,
                  "total": total, "time": time.time(), "final": final}
         event.update(extra)
@@ -75,6 +92,17 @@ class Reporter:
         self.outbox.append(event)
         self._save()
         return self.flush(attempts=self.attempts * (10 if final else 1))
+
+    def waited(self, what: str, seconds: float) -> None:
+        """Tell the master how long this node waited for it (retry.Waiter's on_wait), as a
+        report of the stage it happened in: `status` shows it once the master is back. A
+        wait before the install started (for the plan) rides on the 'install started'
+        report: the master takes no report before it."""
+        note = f"waited for the master {retry.span(seconds)} ({what})"
+        if self.stage is None:
+            self.notes.append(note)
+        else:
+            self.event(f"{self.stage}/wait", "running", note)
 
     def flush(self, attempts: int = 1) -> bool:
         """Send the outbox in order; True when it is empty."""
@@ -99,7 +127,7 @@ class Reporter:
             except requests.RequestException:
                 pass
             if attempt + 1 < attempts:
-                self.sleep(min(30, 2 ** attempt) * random.uniform(0.5, 1.0))
+                self.sleep(retry.backoff(attempt, random.random()))
         return False
 
     def _save(self) -> None:

@@ -4,45 +4,52 @@ verified, or debootstrap into the mounted root."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import subprocess
 from typing import List, Optional
 
 import requests
 
+from installer.agent import imagefetch, retry
+from installer.agent.imagefetch import InstallError
 from installer.agent.proc import Runner
-
-
-class InstallError(Exception):
-    pass
 
 
 def _proxies(proxy: Optional[str]) -> dict:
     return {"http": proxy, "https": proxy} if proxy else {}
 
 
-def expected_sha256(checksum_url: str) -> str:
-    resp = requests.get(checksum_url, timeout=30)
-    if resp.status_code != 200:
-        raise InstallError(f"no checksum at {checksum_url}: HTTP {resp.status_code}")
-    value = resp.text.split()[0] if resp.text.split() else ""
+def expected_sha256(checksum_url: str, waiter: Optional[retry.Waiter] = None) -> str:
+    def ask() -> str:
+        resp = requests.get(checksum_url, timeout=30)
+        if resp.status_code != 200:
+            raise retry.HTTPStatus(checksum_url, resp.status_code, resp.text)
+        return resp.text
+
+    try:
+        text = (waiter or retry.default).run("the OS image's checksum", ask)
+    except (retry.GaveUp, retry.HTTPStatus) as e:
+        raise InstallError(f"no checksum at {checksum_url}: {e}") from e
+    value = text.split()[0] if text.split() else ""
     if len(value) != 64:
         raise InstallError(f"{checksum_url} holds no sha256 checksum")
     return value
 
 
-def write_rootfs(image: dict, device: str, runner: Runner) -> str:
+def write_rootfs(image: dict, device: str, runner: Runner,
+                 waiter: Optional[retry.Waiter] = None) -> str:
     """Stream the release's root file system onto its partition, hashing it on the way; then
     give it a UUID of its own and grow it to the partition.
 
     Raw blocks, not files: unpacking 30,000 files costs an old PC (and a TCG guest) four times
     the time of writing the same bytes. zstd into dd with direct I/O, as `dd` from a USB
-    stick would: the page cache would only hold the bytes until the sync."""
-    want = expected_sha256(image["checksum_url"])
+    stick would: the page cache would only hold the bytes until the sync. A stream the
+    master cuts resumes where it stopped (imagefetch)."""
+    want = expected_sha256(image["checksum_url"], waiter)
     runner.commands.append(["zstd", "-dc", "|", "dd", f"of={device}"])
     if not runner.dry_run:
-        got = _stream_to(image["url"], device)
+        fetch = imagefetch.ImageFetch(image["url"], device, log=runner.log, waiter=waiter)
+        got = fetch.run()
+        runner.log(fetch.summary())
         if got != want:
             raise InstallError(f"the OS image {image['url']} is corrupt: sha256 {got}, the "
                                f"server says {want}")
@@ -52,36 +59,40 @@ def write_rootfs(image: dict, device: str, runner: Runner) -> str:
     return want
 
 
-def _stream_to(url: str, device: str) -> str:
-    digest = hashlib.sha256()
-    dd = subprocess.Popen(["dd", f"of={device}", "bs=4M", "iflag=fullblock", "oflag=direct",
-                           "status=none"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    unzstd = subprocess.Popen(["zstd", "-dc"], stdin=subprocess.PIPE, stdout=dd.stdin,
-                              stderr=subprocess.PIPE)
-    dd.stdin.close()    # zstd holds the pipe now; dd sees its end when zstd exits
-    try:
-        with requests.get(url, stream=True, timeout=60) as resp:
-            if resp.status_code != 200:
-                raise InstallError(f"cannot fetch the OS image {url}: HTTP "
-                                   f"{resp.status_code}")
-            for chunk in resp.iter_content(chunk_size=1 << 20):
-                digest.update(chunk)
-                unzstd.stdin.write(chunk)
-    except BrokenPipeError:
-        pass    # zstd or dd died: their exit status says why
-    finally:
-        with contextlib.suppress(BrokenPipeError):     # flushing to a zstd that died
-            unzstd.stdin.close()
-        errors = [(name, proc.stderr.read().decode(errors="replace").strip(), proc.wait())
-                  for name, proc in (("zstd", unzstd), ("dd", dd))]
-    for name, err, code in errors:
-        if code != 0:
-            raise InstallError(f"writing {url} to {device} failed in {name} (exit {code}): "
-                               f"{err[-400:]}")
-    return digest.hexdigest()
-
-
 UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
+APT_RETRIES = "etc/apt/apt.conf.d/80ganeti-installer-retries"
+# apt's own retries, with its doubling pause capped at 30 s: about as long as retry.LIMIT.
+APT_RETRY_COUNT = 60
+
+
+def wait_for_mirror(spec: dict, proxy: Optional[str],
+                    waiter: Optional[retry.Waiter] = None) -> None:
+    """Wait (retry.Waiter) until the release's Release file answers through the proxy: the
+    package cache usually runs on the master, and debootstrap's downloads do not wait."""
+    url = f"{spec['mirror'].rstrip('/')}/dists/{spec['suite']}/Release"
+
+    def ask() -> None:
+        resp = requests.head(url, proxies=_proxies(proxy), timeout=30, allow_redirects=True)
+        if resp.status_code != 200:
+            raise retry.HTTPStatus(url, resp.status_code)
+
+    try:
+        (waiter or retry.default).run(f"the package mirror {'through ' + proxy if proxy else ''}"
+                                      .rstrip(), ask)
+    except (retry.GaveUp, retry.HTTPStatus) as e:
+        raise InstallError(f"the release's mirror does not answer: {e}") from e
+
+
+def apt_retries(target: str, runner: Runner) -> None:
+    """apt in the target (the node's packages, and the node's later upgrades) retries a
+    package cache that went away, instead of failing the install."""
+    if runner.dry_run:
+        return
+    path = os.path.join(target, APT_RETRIES)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("// written by ganeti-installer: ride out a package cache that restarts\n"
+                f'Acquire::Retries "{APT_RETRY_COUNT}";\n')
 
 
 def debootstrap(spec: dict, packages: List[str], target: str, proxy: Optional[str],
@@ -97,9 +108,12 @@ def debootstrap(spec: dict, packages: List[str], target: str, proxy: Optional[st
     env = dict(os.environ)
     if proxy:
         env["http_proxy"] = proxy
+    if not runner.dry_run:
+        wait_for_mirror(spec, proxy)
     runner.change(["debootstrap", "--foreign", f"--variant={spec['variant']}",
                    f"--include={','.join(include)}", spec["suite"], target, spec["mirror"]],
                   env=env, timeout=3600)
+    apt_retries(target, runner)
     runner.change(["chroot", target, "dpkg-divert", "--local", "--rename", "--add",
                    UPDATE_INITRAMFS])
     if not runner.dry_run:

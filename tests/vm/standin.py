@@ -7,6 +7,11 @@ It serves a build's OUTDIR (plans, images) and records the agent's reports. Two 
   provisioning address and port, as a child process (`python -m tests.vm.standin`) that
   appends each report to a JSON-lines file.
 The real master (`serve`) has its own tests.
+
+On loopback it can also go away as a killed `serve` would (`outage`): at a chosen request,
+or after so many bytes of a file, it stops listening and cuts every open connection, then
+comes back on the same port some seconds later. Files are served with ranges and an ETag,
+as `serve` serves them.
 """
 
 from __future__ import annotations
@@ -15,27 +20,49 @@ import argparse
 import http.server
 import json
 import os
-import shutil
+import re
+import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 GUEST_HOST = "10.0.2.2"
+PIECE = 1 << 16
+
+
+@dataclass
+class Outage:
+    """The master goes away when a GET's path ends with `path` (after `after_bytes` of its
+    answer, or before answering), and is back `seconds` later. Each happens once."""
+    path: str
+    seconds: float
+    after_bytes: int | None = None
+    down: float | None = None       # monotonic times, once it happened
+    up: float | None = None
+    sent: int = 0                   # bytes of the answer sent when it went away
 
 
 class StandinMaster:
-    def __init__(self, outdir: Path, base_url: str, host=None, reports: Path | None = None):
+    def __init__(self, outdir: Path, base_url: str, host=None, reports: Path | None = None,
+                 port: int = 0):
         self.outdir, self.base_url, self.host = Path(outdir), base_url, host
         self._reports: list[tuple[str, dict]] = []
         self.reports_file = reports
         self.proc: subprocess.Popen | None = None
         self.server: http.server.ThreadingHTTPServer | None = None
+        self.outages: list[Outage] = []
+        self.served: list[tuple[str, str | None, int]] = []    # (path, Range, bytes sent)
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
         if host is None and reports is None:      # in this process, on loopback
-            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-            self.url = f"http://{GUEST_HOST}:{self.server.server_address[1]}"
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+            self.port = self.server.server_address[1]
+            self.url = f"http://{GUEST_HOST}:{self.port}"
         else:
             self.url = base_url.rstrip("/")
 
@@ -74,7 +101,7 @@ class StandinMaster:
             time.sleep(0.5)
         return True
 
-    def __enter__(self) -> "StandinMaster":
+    def __enter__(self) -> StandinMaster:
         if self.server is not None:
             threading.Thread(target=self.server.serve_forever, daemon=True).start()
             return self
@@ -93,9 +120,48 @@ class StandinMaster:
         if self.proc:
             self.proc.terminate()
             self.proc.wait(timeout=10)
-        elif self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        else:
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.server is not None:
+                self.server.shutdown()
+                self.server.server_close()
+                self.server = None
+
+    # -- going away, as a killed `serve` does (in this process only) --------------------------
+
+    def outage(self, path: str, seconds: float, after_bytes: int | None = None) -> Outage:
+        out = Outage(path, seconds, after_bytes)
+        self.outages.append(out)
+        return out
+
+    def _due(self, path: str, sent: int) -> Outage | None:
+        with self._lock:
+            for out in self.outages:
+                if out.down is None and path.endswith(out.path) and \
+                        sent >= (out.after_bytes or 0):
+                    out.down, out.sent = time.monotonic(), sent
+                    return out
+        return None
+
+    def _go_away(self, out: Outage) -> None:
+        """Stop listening, cut every connection (this one too), listen again later."""
+        server, self.server = self.server, None
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            for conn in list(self._open):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._timer = threading.Timer(out.seconds, self._come_back, args=(out,))
+        self._timer.start()
+
+    def _come_back(self, out: Outage) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        out.up = time.monotonic()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # A held report is not answered while `hold` names it: the agent waits on its POST, so a
     # test can cut the power at an exact point of the install.
@@ -146,11 +212,51 @@ class StandinMaster:
                 path = (master.outdir / self.path.lstrip("/")).resolve()
                 if master.outdir.resolve() not in path.parents or not path.is_file():
                     return self.send_error(404)
-                self.send_response(200)
-                self.send_header("Content-Length", str(path.stat().st_size))
+                self._send_file(path)
+
+            def _send_file(self, path: Path):
+                """The file, or its tail for `Range: bytes=N-`, with an ETag as serve's."""
+                st = path.stat()
+                wanted = self.headers.get("Range")
+                match = re.fullmatch(r"bytes=(\d+)-", wanted or "")
+                start = int(match.group(1)) if match and int(match.group(1)) < st.st_size else 0
+                out = master._due(self.path, 0)
+                if out is not None:
+                    return master._go_away(out)
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range",
+                                     f"bytes {start}-{st.st_size - 1}/{st.st_size}")
+                self.send_header("ETag", f'"{st.st_mtime_ns:x}-{st.st_size:x}"')
+                self.send_header("Content-Length", str(st.st_size - start))
                 self.end_headers()
+                sent = 0
                 with open(path, "rb") as f:
-                    shutil.copyfileobj(f, self.wfile, 1 << 20)
+                    f.seek(start)
+                    while piece := f.read(PIECE):
+                        try:
+                            self.wfile.write(piece)
+                        except OSError:
+                            break
+                        sent += len(piece)
+                        out = master._due(self.path, sent)
+                        if out is not None:
+                            master._go_away(out)
+                            break
+                master.served.append((self.path, wanted, sent))
+
+            def setup(self):
+                super().setup()
+                with master._lock:
+                    master._open.add(self.connection)
+
+            def finish(self):
+                with master._lock:
+                    master._open.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
