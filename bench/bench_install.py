@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import pexpect  # noqa: E402
 
-from installer.build import builder as build
+from installer.build import builder as build  # noqa: E402
 from installer.cluster import config  # noqa: E402
 from tests.vm.qemu import VM, make_disk  # noqa: E402
 from tests.vm.standin import StandinMaster  # noqa: E402

@@ -78,10 +78,17 @@ class Master:
     def wait(self, name: str, states: tuple[str, ...], timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while (node := self.node(name))["state"] not in states:
-            assert node["state"] != "failed", (node, self.log.read_text()[-3000:])
-            assert time.monotonic() < deadline, (node, self.log.read_text()[-3000:])
+            assert node["state"] != "failed", self.explain(node)
+            assert time.monotonic() < deadline, self.explain(node)
             time.sleep(5)
         return node
+
+    def explain(self, node: dict) -> str:
+        """The node's state and message, and serve's lines about it (not dnsmasq's)."""
+        lines = [ln for ln in self.log.read_text().splitlines()
+                 if ln.startswith(f"{node['name']}:") or "join" in ln]
+        return (f"{node['name']} is {node['state']}: {node.get('message')}\n"
+                + "\n".join(lines[-40:]))
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -28,7 +28,8 @@ CONSOLE = "console=ttyS0,115200n8"
 @pytest.fixture
 def master(built):
     outdir, _ = built
-    with StandinMaster(outdir, config.load(example_path("cluster.toml")).provisioning.base_url) as m:
+    base_url = config.load(example_path("cluster.toml")).provisioning.base_url
+    with StandinMaster(outdir, base_url) as m:
         yield m
 
 

@@ -12,9 +12,8 @@ import json
 import subprocess
 import sys
 
+from installer.agent import client, clock, cmdline, planschema, retry
 from installer.agent.version import __version__
-from installer.agent import planschema
-from installer.agent import client, clock, cmdline, retry
 
 NO_PLAN = ("no plan: the kernel command line has no installer.plan=<URL> and no boot medium "
            "carries a plan. Boot this machine from the master's PXE entry for its MAC, or add "
