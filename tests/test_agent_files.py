@@ -48,6 +48,18 @@ def test_a_symlink_is_replaced_not_followed(tmp_path):
     assert (tmp_path / "run/stub-resolv.conf").read_text() == "nameserver 127.0.0.53\n"
 
 
+def test_a_symlink_replaced_with_no_mode_given_keeps_its_targets_mode(tmp_path):
+    """Not the link's own 0777: a world-writable /etc/default/grub would be a hole."""
+    (tmp_path / "real").write_text("old\n")
+    (tmp_path / "real").chmod(0o640)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    write_atomically(str(tmp_path / "link"), "new\n")
+    assert (tmp_path / "link").stat().st_mode & 0o7777 == 0o640
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    write_atomically(str(tmp_path / "dangling"), "new\n")
+    assert (tmp_path / "dangling").stat().st_mode & 0o7777 == 0o644
+
+
 def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "fstab"
     path.write_text("old\n")

@@ -476,6 +476,10 @@ CASES = {
                             "one whole line"),
     "ssh_dss": ({"ssh.authorized_keys": ["ssh-dss AAAAB3NzaC1kc3MAAACBAP== me@x"]},
                 "ssh.authorized_keys[0]", "DSA (ssh-dss) keys are refused", "id_ed25519.pub"),
+    "ssh_key_comment_with_a_newline": ({"ssh.authorized_keys": [" ".join(KEY.split()[:2])
+                                                                + " me\x1b[2J@x"]},
+                                       "ssh.authorized_keys[0]", "control character",
+                                       "id_ed25519.pub"),
     "swap_bare_number": ({"storage.swap": 2}, "storage.swap", "expected a string, got a whole "
                          "number 2", 'swap = "2GiB"'),
     "root_without_bound": ({"storage.root": "100TiB"}, "storage.root", "too large", "1 TiB"),
@@ -519,6 +523,11 @@ def test_mac_forms_are_normalised(tmp_path, form):
 
 def test_authorized_key_with_options(tmp_path):
     line = 'from="10.0.0.0/8,192.168.20.0/24",no-pty,command="echo a b" ' + KEY
+    assert _loaded(tmp_path, {"ssh.authorized_keys": [line]}).authorized_keys == (line,)
+
+
+def test_authorized_key_comment_in_any_language(tmp_path):
+    line = " ".join(KEY.split()[:2]) + " José Müller\t(laptop)"
     assert _loaded(tmp_path, {"ssh.authorized_keys": [line]}).authorized_keys == (line,)
 
 

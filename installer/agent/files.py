@@ -21,9 +21,9 @@ def write_atomically(path: str, data: Union[str, bytes], mode: Optional[int] = N
     file). A symlink at `path` is replaced, not followed (resolv.conf pointing into /run).
     `durable`: the file and its directory entry are on disk when this returns."""
     if mode is None:
-        try:
-            mode = os.stat(path, follow_symlinks=False).st_mode & 0o7777
-        except OSError:
+        try:    # a symlink's own mode is always 0777: keep the mode of what it points to
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:     # no file, or a dangling link
             mode = 0o644
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)

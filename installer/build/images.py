@@ -223,6 +223,12 @@ def agent_cpio(dest: Path) -> None:
     """The agent at the path Debian's python3 searches, for the netboot initrd."""
     with tempfile.TemporaryDirectory() as tmp:
         ship.copy_to(str(Path(tmp) / AGENT_SITE))
+        # Every folder of the archive 0755, whatever the umask: the kernel unpacks this
+        # archive first, so its "." and usr/lib/... entries set those folders' modes.
+        site = Path(tmp) / AGENT_SITE
+        for folder in (site, *site.parents):
+            if folder.is_relative_to(tmp):
+                folder.chmod(0o755)
         _cpio(Path(tmp), dest)
 
 

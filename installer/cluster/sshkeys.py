@@ -15,10 +15,11 @@ import fcntl
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from installer.cluster import files
 
 KEY_LINE = re.compile(r"(?P<type>ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp(?:256|384|521)) "
                       r"(?P<blob>[A-Za-z0-9+/]+={0,3})(?: (?P<comment>[\x20-\x7e]*))?")
@@ -143,7 +144,7 @@ def replace(path: str, patterns: list[str], keys: Iterable[PublicKey]) -> None:
         for line in _read(path):
             lines.extend(_without(line, mine))
         lines.extend(f"{','.join(patterns)} {k.line}" for k in keys)
-        _write_atomically(path, "".join(line + "\n" for line in lines))
+        files.write_atomically(path, "".join(line + "\n" for line in lines), 0o600)
 
 
 def _without(line: str, patterns: set[str]) -> list[str]:
@@ -171,21 +172,6 @@ def _locked(path: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _write_atomically(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".known_hosts.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -- root's authorized_keys, as the cluster file gives it ----------------------------------
@@ -223,7 +209,12 @@ def parse_authorized(line: str) -> PublicKey:
             raise ValueError(f"the {kind} key is not valid base64")
         key = PublicKey(kind, blob64)
     else:
-        key = parse(line)
+        # Any comment a person writes (José@laptop, a tab) is fine in authorized_keys; only
+        # control characters are not. The type and blob are checked as for a host key.
+        key_part, _, comment = rest.partition(" ")
+        if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", comment):
+            raise ValueError("the key's comment holds a control character")
+        key = parse(f"{kind} {key_part}")
     _check_fields(key)
     return key
 

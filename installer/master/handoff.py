@@ -7,9 +7,9 @@ write-then-rename so a loader fetching the file sees the old or the new one, who
 from __future__ import annotations
 
 import os
-import tempfile
 
 from installer.agent import rules
+from installer.cluster import files
 from installer.cluster.errors import InstallerError
 from installer.cluster.layout import FORMS, KINDS, active_paths, entry_path
 
@@ -44,23 +44,7 @@ def set_boot(outdir: str, mac: str, form: str) -> None:
     sources = _entries(outdir, mac)[form]
     for kind, rel in active_paths(mac).items():
         with open(sources[kind], "rb") as f:
-            _replace(os.path.join(outdir, rel), f.read())
-
-
-def _replace(path: str, data: bytes) -> None:
-    """Write-then-rename: a loader fetching the file sees the old or the new one, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=".", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            files.write_atomically(os.path.join(outdir, rel), f.read())
 
 
 def boot_form(outdir: str, mac: str) -> str:
