@@ -17,7 +17,7 @@ from installer.cluster import keys
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "installer"
 DOC = REPO / "docs" / "architecture.md"
-AGENT_THIRD_PARTY = {"pyudev", "requests"}
+AGENT_THIRD_PARTY = {"pyudev", "requests", "urllib3"}    # urllib3: requests' own transport
 AGENT_FLOOR = "3.9"         # Debian 11's python3: the stock-installer path runs the agent there
 
 
