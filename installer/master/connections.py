@@ -130,9 +130,10 @@ class GatedHandler(RequestHandler):
 def runner(app: web.Application) -> web.AppRunner:
     """The application's runner with serve's settings: the keep-alive timer is the header
     timeout (aiohttp starts it at connect and after each answer, and a half-sent request
-    does not stop it)."""
+    does not stop it); what a refused body still sends is read for LINGER seconds only."""
     return web.AppRunner(app, access_log=None, handle_signals=False,
-                         keepalive_timeout=limits.HEADER_TIMEOUT)
+                         keepalive_timeout=limits.HEADER_TIMEOUT,
+                         lingering_time=limits.LINGER)
 
 
 async def listen(run: web.AppRunner, gate: Gate, host: str, port: int,
