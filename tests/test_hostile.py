@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from installer.master import limits
+from installer.master import connections, limits
 from installer.master import state as st
 from tests.serving import Server, render_outdir
 
@@ -525,3 +525,24 @@ def _nodes_report(nodes: list[Node]) -> list[float]:
     assert not failures, failures[:3]
     assert len(latencies) == len(nodes) * REPORTS
     return latencies
+
+
+def test_a_refused_address_is_logged_once_per_interval():
+    now = [0.0]
+    said: list[str] = []
+    gate = connections.Gate(total=10, per_address=2, reserve=2, log=said.append, every=60,
+                            clock=lambda: now[0])
+    assert gate.admit("10.0.0.9") is None and gate.admit("10.0.0.9") is None
+    for _ in range(100):
+        assert "per address" in gate.admit("10.0.0.9")
+    assert len(said) == 1 and gate.refused == 100
+    now[0] = 61
+    gate.admit("10.0.0.9")
+    assert len(said) == 2
+    gate.release("10.0.0.9")
+    assert gate.admit("10.0.0.9") is None and gate.count == 2
+    for i in range(6):
+        assert gate.admit(f"10.0.1.{i}") is None
+    assert "at most 8" in gate.admit("10.0.2.1")
+    gate.know("10.0.2.1")
+    assert gate.admit("10.0.2.1") is None           # the reserve is a node's

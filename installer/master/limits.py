@@ -51,15 +51,17 @@ def too_deep(body: bytes, limit: int = DEPTH) -> bool:
 def raise_open_files(log: Callable[[str], None]) -> int:
     """Raise this process's open-file limit to the hard one; the soft limit it has now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            log(f"open-file limit raised from {soft} to {want}")
-            soft = want
-        except (ValueError, OSError) as e:
-            log(f"open-file limit stays {soft}: {e}")
-    return soft
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if want <= soft:
+        log(f"open-file limit {soft} (the hard limit)")
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as e:
+        log(f"open-file limit stays {soft}: {e}")
+        return soft
+    log(f"open-file limit raised from {soft} to {want}")
+    return want
 
 
 def total_connections(open_files: int) -> int:
