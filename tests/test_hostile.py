@@ -1,6 +1,7 @@
 """A stranger on the provisioning LAN against a real `serve` application on loopback (issue
 13): every refusal a JSON 4xx that changes nothing, every resource bounded, and a legitimate
-node's plan and reports answered during and after each attack.
+node's plan and reports answered during and after each attack; and a SIGKILL of `serve`
+during a report stream loses no acknowledged report.
 
 Clients bind other loopback addresses (127.0.x.y) to stand for other machines."""
 
@@ -85,9 +86,9 @@ class Client:
 class Node:
     """node1 as its agent would talk: its plan, then reports in order with its token."""
 
-    def __init__(self, server: Server, source: str = "127.0.0.1", name: str = "node1",
+    def __init__(self, url: str, source: str = "127.0.0.1", name: str = "node1",
                  mac: str = MAC):
-        self.client, self.name, self.mac = Client(server.url, source), name, mac
+        self.client, self.name, self.mac = Client(url, source), name, mac
         self.token = ""
         self.index = 0
         self.time = 1000.0
@@ -155,7 +156,7 @@ BAD_REPORTS = [
 @pytest.mark.parametrize("body, status, words", BAD_REPORTS,
                          ids=[f"{i}-{w}" for i, (_, _, w) in enumerate(BAD_REPORTS)])
 def test_a_report_out_of_bounds_is_a_json_4xx_and_changes_nothing(server, body, status, words):
-    node = Node(server)
+    node = Node(server.url)
     node.start()
     before = server.snapshot()
     hostile = Client(server.url, "127.0.9.9")
@@ -186,7 +187,7 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize("method, path, status, words", BAD_REQUESTS,
                          ids=[f"{i}-{m}" for i, (m, _, _, _) in enumerate(BAD_REQUESTS)])
 def test_odd_plan_and_other_requests_are_json_4xx(server, method, path, status, words):
-    node = Node(server)
+    node = Node(server.url)
     node.start()
     before = server.snapshot()
     refused(Client(server.url, "127.0.9.9").call(method, path), status, words)
@@ -202,7 +203,7 @@ def test_odd_plan_and_other_requests_are_json_4xx(server, method, path, status, 
     b"GET /\x00 HTTP/1.1\r\n\r\n",
 ], ids=["tls", "long-header", "many-headers", "negative-length", "nul"])
 def test_malformed_http_is_a_json_400_and_logged_once(server, raw):
-    node = Node(server)
+    node = Node(server.url)
     node.start()
     for _ in range(3):
         with _connect(server, "127.0.9.8") as sock:
@@ -224,7 +225,7 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_too_many_steps_in_one_attempt_are_refused(server, monkeypatch):
     monkeypatch.setattr(limits, "STEPS", 5)
-    node = Node(server)
+    node = Node(server.url)
     node.start()                        # the first step: install
     for i in range(4):
         node.report(f"s{i}", "done")
@@ -243,7 +244,7 @@ def test_too_many_steps_in_one_attempt_are_refused(server, monkeypatch):
 
 def test_events_are_kept_to_a_bound_and_the_drop_is_shown(server, monkeypatch):
     monkeypatch.setattr(st, "EVENTS_KEEP", 20)
-    node = Node(server)
+    node = Node(server.url)
     node.start()
     for i in range(49):
         node.report("os", "running", message=f"m{i}")
@@ -279,7 +280,7 @@ def _was_refused(sock: socket.socket) -> dict:
 
 
 def test_connections_per_address_are_capped_and_logged_once(server):
-    node = Node(server)
+    node = Node(server.url)
     node.start()
     held = [_connect(server, "127.0.7.1") for _ in range(limits.PER_ADDRESS)]
     try:
@@ -303,7 +304,7 @@ def test_connections_per_address_are_capped_and_logged_once(server):
 def test_the_reserve_is_left_for_known_nodes(server):
     gate = server.service.gate
     gate.total, gate.reserve = 40, 10
-    node = Node(server, source="127.0.6.1")
+    node = Node(server.url, source="127.0.6.1")
     node.start()                        # its token worked: a node's address
     assert "127.0.6.1" in gate.known
     node.client.close()
@@ -330,12 +331,12 @@ def test_a_half_sent_request_head_is_dropped_after_the_header_timeout(tmp_path, 
             assert _read_all(sock) == b""       # closed by serve, nothing answered
             sock.close()
         assert time.monotonic() - started < 5
-        Node(server).start()
+        Node(server.url).start()
 
 
 def test_a_body_that_never_comes_is_a_408(server, monkeypatch):
     monkeypatch.setattr(limits, "BODY_TIMEOUT", 1.0)
-    node = Node(server)
+    node = Node(server.url)
     node.start()
     before = server.snapshot()
     with _connect(server, "127.0.4.3") as slow:
@@ -419,7 +420,7 @@ def _fuzz_path(rng: random.Random) -> str:
 
 def test_fuzz_20000_requests_no_500_and_no_traceback(server):
     rng = random.Random(13)
-    node = Node(server)
+    node = Node(server.url)
     node.start()
     client = Client(server.url, "127.0.8.1", timeout=30)
     statuses: dict[int, int] = {}
@@ -469,7 +470,7 @@ def test_slow_clients_do_not_stop_installing_nodes(tmp_path):
     _raise_own_open_files(4 * IDLE + 1024)
     cluster = render_outdir(str(tmp_path / "out"), _many_nodes_data())
     with Server(cluster, str(tmp_path / "out"), str(tmp_path / "state")) as server:
-        nodes = [Node(server, f"127.0.3.{i + 1}", f"n{i:02d}", f"52-54-00-99-00-{i:02x}")
+        nodes = [Node(server.url, f"127.0.3.{i + 1}", f"n{i:02d}", f"52-54-00-99-00-{i:02x}")
                  for i in range(NODES)]
         for node in nodes:
             node.start()
@@ -546,3 +547,55 @@ def test_a_refused_address_is_logged_once_per_interval():
     assert "at most 8" in gate.admit("10.0.2.1")
     gate.know("10.0.2.1")
     assert gate.admit("10.0.2.1") is None           # the reserve is a node's
+
+
+# -- kill -9 of serve during a report stream: no acknowledged report lost ----------------------
+
+def test_a_sigkill_during_a_report_stream_loses_no_acknowledged_report(tmp_path):
+    from tests.conftest import example_path
+    from tests.test_serve import Serve, free_port
+    render_outdir(str(tmp_path / "out"))
+    port = free_port()
+    argv = [example_path("cluster.toml"), str(tmp_path / "out"), "--state",
+            str(tmp_path / "state"), "--listen", f"127.0.0.1:{port}", "--no-dhcp", "--no-join"]
+    first = Serve(argv)
+    first.wait_serving()
+    url = f"http://127.0.0.1:{port}"
+    node = Node(url)
+    node.start()
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        for i in range(1900):          # below the events kept per node
+            if stop.is_set():
+                return
+            try:
+                node.report("os", "running", message=f"r{i}")
+            except (OSError, AssertionError, http.client.HTTPException):
+                return
+            acked.append(f"r{i}")
+    sender = threading.Thread(target=stream)
+    sender.start()
+    time.sleep(1.5)
+    first.proc.kill()                   # SIGKILL: no chance to finish anything
+    first.finish(20)
+    stop.set()
+    sender.join(30)
+    assert len(acked) > 20, first.output
+    second = Serve(argv)
+    try:
+        second.wait_serving()
+        client, stored, after = Client(url), [], 0
+        for _ in range(10):             # pages of at most limits.PAGE
+            status, page, _ = client.call("GET", f"/api/v1/nodes/node1/events?after={after}")
+            assert status == 200
+            if not page:
+                break
+            stored += [e["message"] for e in page]
+            after = page[-1]["id"]
+        assert not set(acked) - set(stored), f"{len(set(acked) - set(stored))} lost"
+    finally:
+        code, out = second.stop()
+    assert "Traceback" not in out and "Traceback" not in first.output
+    print(f"{len(acked)} reports acknowledged before the SIGKILL, all stored")
