@@ -4,7 +4,8 @@ Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_serve.py [--nodes 40] [--size-mib 128] [--reports 30]
                                           [--interval 0.1] [--lan-mbps 1000]
-                                          [--veth-mbps 1000] [--lockstep] [OUTDIR]
+                                          [--veth-mbps 1000] [--lockstep] [--hostile]
+                                          [OUTDIR]
 
 1. link: the bandwidth in this run, as N raw TCP connections each sent the netboot initrd by
    sendfile(2) and read by recv_into (no HTTP on either side): loopback, or with --veth-mbps
@@ -25,6 +26,10 @@ Prints figures; asserts nothing.
    and with lean HTTP clients (a socket and a few lines): the difference is the CPU the
    requests clients take from serve on this host's shared cores.
 
+4. --hostile: instead of 2 and 3, the install alone and then beside a stranger's load (1,500
+   idle or half-sent connections from many loopback addresses, junk requests at
+   --hostile-rate per second): plan and report p99 with and without it.
+
 OUTDIR: a built OUTDIR whose netboot/initrd is used; without it, a random initrd of
 --size-mib MiB. Nodes, clients and serve share this machine's cores.
 """
@@ -36,6 +41,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -437,6 +443,116 @@ def bench_install(ctx, url: str, macs: list[str], size: int, args) -> None:
             load.join()
 
 
+# -- 4. a hostile load ----------------------------------------------------------------------
+
+JUNK = [b"GET /api/v1/plans/zz-zz HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api/v1/plans/52-54-00-ff-ff-ff HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /api/v1/nodes/n1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n"
+        b"Content-Length: 9\r\n\r\n[[[[[[[[[",
+        b"POST /api/v1/nodes/n1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n"
+        b'{"step": "os", "time": 1e400, "x": [1]}',
+        b"GET /api/v1/nodes/n1/events?limit=x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"BREW / HTTP/1.1\r\n\r\n"]
+
+
+def hostile(url: str, idle: int, rate: float, held_now, sent) -> None:
+    """A stranger: IDLE connections from many loopback addresses, half of them with half a
+    request head (reopened as serve times them out), and junk requests at RATE per second
+    on keep-alive connections. Until terminated; HELD_NOW and SENT (shared integers) say
+    how many connections it holds and how many junk requests it sent."""
+    host, port = url.split("//")[1].split(":")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))     # IDLE sockets and more
+    held: list[socket.socket] = []
+
+    def connect(i: int) -> socket.socket | None:
+        source = f"127.0.{100 + i // 50 % 100}.{i % 50 + 1}" if host.startswith("127.") else ""
+        try:
+            return socket.create_connection((host, int(port)), timeout=5,
+                                            source_address=(source, 0))
+        except OSError:
+            return None
+
+    def top_up() -> None:
+        while True:     # those serve refused or timed out are opened again
+            held[:] = [s for s in held if _alive(s)]
+            held_now.value = len(held)
+            for i in range(idle - len(held)):
+                sock = connect(i)
+                if sock is not None:
+                    if i % 2:
+                        sock.sendall(b"POST /api/v1/nodes/n1/events HTTP/1.1\r\nHost: x\r\n")
+                    held.append(sock)
+            time.sleep(1)
+
+    def junk(k: int) -> None:
+        sock = None
+        while True:
+            if sock is None:
+                sock = connect(5000 + k)
+            try:
+                sock.sendall(random.choice(JUNK))
+                sock.recv(65536)
+            except (OSError, AttributeError):
+                sock = None
+            with sent.get_lock():
+                sent.value += 1
+            time.sleep(4 / rate)
+    threading.Thread(target=top_up, daemon=True).start()
+    for k in range(4):
+        threading.Thread(target=junk, args=(k,), daemon=True).start()
+    while True:
+        time.sleep(1)
+
+
+def _alive(sock: socket.socket) -> bool:
+    """Not yet answered or closed by serve (a refusal, a timeout); a gone one is closed."""
+    try:
+        sock.setblocking(False)
+        sock.recv(4096)
+    except BlockingIOError:
+        sock.setblocking(True)
+        return True
+    except OSError:
+        pass
+    sock.close()
+    return False
+
+
+def bench_hostile(ctx, url: str, macs: list[str], args) -> None:
+    """Plan and report latency of N installing nodes, alone and beside a hostile load. The
+    nodes run first alone: their address is then known to serve (their tokens worked), as
+    an installing node's is, and may use the connections kept for nodes."""
+    n = len(macs)
+    for label, load_on in (("no other load", False),
+                           (f"a hostile load: {args.hostile_idle} idle or half-sent "
+                            f"connections and ~{args.hostile_rate:g} junk requests/s", True)):
+        load, held, sent = None, ctx.Value("i", 0), ctx.Value("i", 0)
+        if load_on:
+            load = ctx.Process(target=hostile, args=(url, args.hostile_idle,
+                                                     args.hostile_rate, held, sent))
+            load.start()
+            time.sleep(5)               # the connections are open
+            print(f" the stranger holds {held.value} connections open (serve refused the "
+                  "rest, and the stranger opens them again each second)")
+        print(f"install, {n} nodes, a report every {args.interval:g} s each, under {label}:")
+        for client, lean in (("requests, as the agent", False), ("lean HTTP clients", True)):
+            iq = ctx.Queue()
+            nodes = ctx.Process(target=installs, args=(url, macs, args.reports, args.interval,
+                                                       args.lockstep, lean, iq))
+            nodes.start()
+            plan_ms, report_ms, bad = iq.get()
+            nodes.join()
+            print(f" {client}:")
+            latencies(plan_ms, report_ms, bad)
+        if load:
+            print(f" the stranger held {held.value} connections at the end, sent "
+                  f"{sent.value} junk requests in all")
+            sent.value = 0
+            load.terminate()
+            load.join()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("outdir", nargs="?", help="a built OUTDIR (its netboot/initrd is used)")
@@ -450,6 +566,11 @@ def main() -> None:
                    help="the provisioning LAN's speed for the paced load of step 3")
     p.add_argument("--veth-mbps", type=float, default=0,
                    help="serve behind a veth shaped to this rate instead of on loopback")
+    p.add_argument("--hostile", action="store_true",
+                   help="only the install, alone and beside idle connections and junk")
+    p.add_argument("--hostile-idle", type=int, default=1500)
+    p.add_argument("--hostile-rate", type=float, default=200,
+                   help="junk requests per second of the hostile load")
     args = p.parse_args()
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="gi-bench-serve-") as tmp:
@@ -466,8 +587,11 @@ def main() -> None:
                 rate = raw_link(initrd, args.nodes, link)
                 print(f"link ({link.describe()}; {args.nodes} raw TCP streams, sendfile -> "
                       f"recv_into): {rate:.0f} MB/s")
-                bench_storm(ctx, url, args.nodes, size, rate, args.veth_mbps / 8)
-                bench_install(ctx, url, macs, size, args)
+                if args.hostile:
+                    bench_hostile(ctx, url, macs, args)
+                else:
+                    bench_storm(ctx, url, args.nodes, size, rate, args.veth_mbps / 8)
+                    bench_install(ctx, url, macs, size, args)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)

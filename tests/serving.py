@@ -9,11 +9,9 @@ import json
 import os
 import threading
 
-from aiohttp import web
-
 from installer.build import dnsmasq, pxe, render
 from installer.cluster.config import Cluster
-from installer.master import api, handoff, serve
+from installer.master import api, connections, handoff, serve
 from tests.conftest import cluster_from, example_data
 
 NETBOOT_SIZE = 3 * 1024 * 1024 + 123     # odd, so ranges cross no neat boundary
@@ -69,13 +67,14 @@ class Server:
 
     def _run(self, up: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(api.make_app(self.service), access_log=None)
+        runner = connections.runner(api.make_app(self.service))
         self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        listener = self.loop.run_until_complete(
+            connections.listen(runner, self.service.gate, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
         up.set()
         self.loop.run_forever()
+        listener.close()
         self.loop.run_until_complete(runner.cleanup())
         self.loop.close()
 

@@ -154,3 +154,53 @@ def test_a_version_0_database_with_a_state_no_release_wrote_is_refused(v0):
     assert raw(db, "PRAGMA user_version") == [(0,)]
     assert raw(db, "SELECT state FROM nodes WHERE name = 'node3'") == [("exploded",)]
     assert "CHECK" not in raw(db, "SELECT sql FROM sqlite_master WHERE name = 'nodes'")[0][0]
+
+
+def test_a_version_1_database_gets_the_event_bound(tmp_path, monkeypatch):
+    """Version 2: events by node and id, and the count of events dropped past the bound."""
+    state_dir = tmp_path / "v1"
+    state_dir.mkdir(mode=0o700)
+    db = sqlite3.connect(state_dir / "state.db")
+    for ddl in st.TABLES:
+        db.execute(ddl)
+    db.execute("INSERT INTO nodes (name, mac, ip, token, updated) VALUES "
+               "('node1', '52:54:00:20:02:22', '10.0.0.1', 'tok', 0)")
+    db.executemany("INSERT INTO events (node, attempt, step, status, message, idx, total, "
+                   "final, node_time, received, authenticated) VALUES "
+                   "('node1', 0, 's', 'log', ?, 0, 0, 0, ?, 0, 1)",
+                   [(f"m{i}", i) for i in range(5)])
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    state = open_state(str(state_dir))
+    try:
+        assert [e["message"] for e in state.events("node1")] == [f"m{i}" for i in range(5)]
+        assert state.events_dropped("node1") == 0
+        monkeypatch.setattr(st, "EVENTS_KEEP", 3)
+        state.note("node1", "m5")
+        assert [e["message"] for e in state.events("node1")] == ["m3", "m4", "m5"]
+        assert state.events_dropped("node1") == 3
+    finally:
+        state.close()
+    assert raw(state_dir / "state.db", "PRAGMA user_version") == [(st.SCHEMA_VERSION,)]
+    open_state(str(tmp_path / "fresh")).close()
+    assert schema(state_dir / "state.db") == schema(tmp_path / "fresh" / "state.db")
+
+
+def test_events_come_in_pages(tmp_path):
+    state = open_state(str(tmp_path / "s"))
+    try:
+        state.db.execute("INSERT INTO nodes (name, mac, ip, token, updated) VALUES "
+                         "('node1', '52:54:00:20:02:22', '10.0.0.1', 'tok', 0)")
+        for i in range(10):
+            state.note("node1", "x" * 100 + str(i))
+        first = state.events("node1", limit=4, after=0)
+        assert [e["message"][-1] for e in first] == ["0", "1", "2", "3"]
+        rest = state.events("node1", limit=100, after=first[-1]["id"])
+        assert [e["message"][-1] for e in rest] == [str(i) for i in range(4, 10)]
+        assert [e["message"][-1] for e in state.events("node1", limit=2)] == ["8", "9"]
+        # A page stops at its byte budget, but holds at least one event.
+        assert len(state.events("node1", after=0, budget=250)) == 2
+        assert len(state.events("node1", after=0, budget=1)) == 1
+    finally:
+        state.close()

@@ -2,7 +2,8 @@
 
     GET  /api/v1/plans/<mac>            the node's plan with its token and the master's SSH key
     POST /api/v1/nodes/<name>/events    a report (Authorization: Bearer <node token>)
-    GET  /api/v1/nodes[/<name>[/events]]  status for admins: never a token
+    GET  /api/v1/nodes[/<name>[/events]]  status for admins: never a token (events: a page,
+                                        ?after=<id>&limit=<n>; the latest without after)
     GET  /api/v1/unknown                MACs that asked for a plan or an entry, not in the file
     POST /api/v1/nodes/<name>/reinstall back to pending and the install entry (admin token)
     GET  /<netboot|images|tftp|agent>/… and /manifest.json: files, with ranges and checksums
@@ -27,7 +28,7 @@ from aiohttp import web
 
 from installer.cluster import layout
 from installer.cluster.errors import InstallerError
-from installer.master import artifacts, handoff, reports
+from installer.master import artifacts, connections, handoff, limits, reports
 from installer.master.commits import GroupCommit
 from installer.master.nodes import NodeRow, NodeState
 from installer.master.state import State
@@ -57,8 +58,11 @@ class Service:
     commits: GroupCommit = field(init=False)
     joins: ThreadPoolExecutor = field(init=False)
     running: set = field(init=False, default_factory=set)
+    gate: connections.Gate = field(init=False)
 
     def __post_init__(self):
+        # Connections by client address (its log is the service's, even a later one).
+        self.gate = connections.Gate(log=lambda line: self.log(line))
         self.checksums = artifacts.Checksums(self.outdir)
         # Status reads, checksums, the admin's writes and unknown MACs: a few threads, so
         # that one waiting for the disk does not hold up the others.
@@ -218,10 +222,14 @@ def _plan_for(svc: Service, node: NodeRow) -> dict:
 async def post_event(request: web.Request) -> web.Response:
     svc: Service = request.app[SERVICE]
     try:
-        body = await request.read()
+        body = await asyncio.wait_for(request.read(), limits.BODY_TIMEOUT)
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"the report is larger than {reports.LIMIT // 1024} KiB: shorten "
                           "its message")
+    except TimeoutError:        # a body sent a byte at a time holds nothing for long
+        resp = error(408, f"the report's body did not come within {limits.BODY_TIMEOUT:g} s")
+        resp.force_close()
+        return resp
     token, refusal = _bearer(request)
     if refusal:
         return refusal
@@ -237,6 +245,8 @@ async def post_event(request: web.Request) -> web.Response:
         return error(500, f"the master could not record the report ({e}): check the disk "
                           "of serve's --state directory; the agent sends it again")
     after = outcome.node
+    if token is not None and request.remote:   # a node's: it may use the reserve
+        svc.gate.know(request.remote)
     if not outcome.duplicate:       # logged once committed, not while holding the lock
         svc.log(f"{name}: {report.step} {report.status} -> {after.state}")
     if outcome.booted:
@@ -303,18 +313,39 @@ def node_status(state: State, name: str) -> dict:
     node = state.node(name)
     if node is None:
         raise reports.Refused(404, f"no node '{name}' in the cluster file")
-    return dict(node.public(), host_keys=node.host_keys, steps=state.steps(name))
+    return dict(node.public(), host_keys=node.host_keys, steps=state.steps(name),
+                events_dropped=state.events_dropped(name))
 
 
 async def get_events(request: web.Request) -> web.Response:
+    """?after=<id>&limit=<n>: the page of events after that one; without after, the latest."""
     svc: Service = request.app[SERVICE]
-    return await _answer(svc, node_events, svc.state, request.match_info["name"])
+    try:
+        after, limit = _page(request.query)
+    except reports.Refused as e:
+        return error(e.status, e.message)
+    return await _answer(svc, node_events, svc.state, request.match_info["name"], after, limit)
 
 
-def node_events(state: State, name: str) -> list[dict]:
+def _page(query) -> tuple[int | None, int]:
+    """after (None: the latest) and limit (capped at limits.PAGE) of a page of events."""
+    def number(key: str) -> int | None:
+        text = query.get(key)
+        if text is None:
+            return None
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise reports.Refused(400, f"'{key}' must be a whole number, e.g. "
+                                       "?after=120&limit=100")
+        return int(text)
+    limit = number("limit")
+    return number("after"), min(limits.PAGE, limits.PAGE if limit is None else limit)
+
+
+def node_events(state: State, name: str, after: int | None = None,
+                limit: int = limits.PAGE) -> list[dict]:
     if state.node(name) is None:
         raise reports.Refused(404, f"no node '{name}' in the cluster file")
-    return state.events(name)
+    return state.events(name, limit=limit, after=after)
 
 
 async def get_unknown(request: web.Request) -> web.Response:

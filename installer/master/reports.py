@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from installer.master import limits
 from installer.master.nodes import Forbidden, NodeRow, NodeState
 from installer.master.state import State
 
-LIMIT = 64 * 1024           # a report carries hook output (the agent keeps its last 4000 chars)
+LIMIT = limits.BODY         # a report carries hook output (the agent keeps its last 4000 chars)
 STATUSES = ("started", "running", "done", "skipped", "failed", "installed", "booted")
 STEP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./+@:-]{0,199}")
 KEY_TYPE = re.compile(r"[a-z0-9-]{1,32}")
@@ -55,10 +56,14 @@ class Report:
 
 
 def parse(body: bytes) -> Report:
-    """A Report from a request body, or Refused(400) naming the field and what it must be."""
+    """A Report from a request body, or Refused(400) naming the field and what it must be.
+    Every field is bounded here (installer.master.limits), before the database sees it."""
+    if limits.too_deep(body):
+        raise Refused(400, f"the report nests deeper than {limits.DEPTH} levels: send a flat "
+                           "JSON object like {\"step\": \"os\", \"status\": \"started\"}")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise Refused(400, f"the report is not JSON ({e}): send a JSON object like "
                            '{"step": "os", "status": "started", "index": 3, "total": 6}') from None
     if not isinstance(data, dict):
@@ -76,25 +81,51 @@ def parse(body: bytes) -> Report:
         raise Refused(400, f"'status' {status[:80]!r} is unknown: use one of "
                            f"{', '.join(STATUSES)}")
     index, total = _typed(data, "index", int, 0), _typed(data, "total", int, 0)
-    if index < 0 or total < 0 or (total and index > total):
-        raise Refused(400, f"'index' {index} and 'total' {total}: need 0 <= index <= total")
+    if not (0 <= index <= limits.INDEX and 0 <= total <= limits.INDEX) or \
+            (total and index > total):
+        raise Refused(400, f"'index' {_short(index)} and 'total' {_short(total)}: need "
+                           f"0 <= index <= total <= {limits.INDEX}")
     when = _typed(data, "time", float, 0.0)
-    if not math.isfinite(when) or when < 0:
+    if not _number_within(when, limits.TIME):
         raise Refused(400, "'time' must be the node's clock in seconds since the epoch")
-    message = _typed(data, "message", str, "") or _usage(data.get("usage", {}))
+    message = _text(_typed(data, "message", str, "")) or _usage(data.get("usage", {}))
     return Report(step=step, status=status, message=message,
                   index=index, total=total, time=float(when),
                   final=_typed(data, "final", bool, False),
                   host_keys=_host_keys(data.get("host_keys", {})))
 
 
+def _short(number: int) -> str:
+    """An integer for a message: 10**400 is not written out."""
+    return str(number) if abs(number) < 10**30 else f"(a {number.bit_length()}-bit integer)"
+
+
+def _number_within(value: float, top: float) -> bool:
+    """0 <= value <= top, finite; an int too large for a float is simply too large."""
+    if isinstance(value, int):
+        return 0 <= value <= top
+    return math.isfinite(value) and 0 <= value <= top
+
+
+def _text(message: str) -> str:
+    if len(message) > limits.MESSAGE:
+        raise Refused(400, f"'message' has {len(message)} characters: at most "
+                           f"{limits.MESSAGE} (keep the end of long output)")
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:      # a lone surrogate ("\ud800"): SQLite cannot store it
+        raise Refused(400, "'message' is not valid Unicode (a lone surrogate)") from None
+    return message
+
+
 def _usage(value) -> str:
     """The agent's resource use in its final report, as the event's message."""
     keys = ("cpu_s", "max_rss_kib", "children_cpu_s", "children_max_rss_kib")
     if not isinstance(value, dict) or set(value) - set(keys) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
-        raise Refused(400, f"'usage' must be an object of numbers with the keys "
-                           f"{', '.join(keys)}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) and
+            _number_within(v, limits.USAGE) for v in value.values()):
+        raise Refused(400, f"'usage' must be an object of numbers from 0 to {limits.USAGE} "
+                           f"with the keys {', '.join(keys)}")
     if not value:
         return ""
     return (f"agent: CPU {value.get('cpu_s', 0):g} s, peak memory "
@@ -115,7 +146,7 @@ def _typed(data: dict, key: str, kind: type, default):
             not isinstance(value, bool)
     if not ok:
         name = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-        raise Refused(400, f"'{key}' must be {name[kind]}, not {json.dumps(value)[:80]}")
+        raise Refused(400, f"'{key}' must be {name[kind]}, not {type(value).__name__}")
     return value
 
 
@@ -123,6 +154,8 @@ def _host_keys(value) -> dict:
     if not isinstance(value, dict):
         raise Refused(400, "'host_keys' must be an object like {\"ed25519\": \"ssh-ed25519 "
                            "AAAA...\"}")
+    if len(value) > limits.HOST_KEYS:
+        raise Refused(400, f"'host_keys' has {len(value)} keys: at most {limits.HOST_KEYS}")
     for kind, key in value.items():
         if not KEY_TYPE.fullmatch(kind) or not isinstance(key, str) or \
                 not HOST_KEY.fullmatch(key):
@@ -157,6 +190,8 @@ def record(state: State, name: str, report: Report, authenticated: bool, *,
         else:
             change = _unauthenticated(state, node, report, now)
         attempt = change.get("attempt", node.attempt)
+        if change:
+            _bounded_steps(state, name, attempt, report.step)
         message = report.message if authenticated else report.message[:UNAUTHENTICATED_MESSAGE]
         state.add_event(name, attempt, report.step, report.status, message,
                         index=report.index, total=report.total, final=report.final,
@@ -174,6 +209,14 @@ def record(state: State, name: str, report: Report, authenticated: bool, *,
             on_installed(after)
         return Outcome(after, installed=installed,
                        booted=change.get("state") == NodeState.BOOTED)
+
+
+def _bounded_steps(state: State, name: str, attempt: int, step: str) -> None:
+    """A node's steps table does not grow past limits.STEPS in one attempt."""
+    if not state.has_step(name, attempt, step) and \
+            state.step_count(name, attempt) >= limits.STEPS:
+        raise Refused(422, f"{name} reported {limits.STEPS} different steps in this install "
+                           f"attempt: a new step '{step}' is not taken")
 
 
 def decide(node: NodeRow, r: Report) -> dict:

@@ -23,12 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from installer.cluster import layout
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
-from installer.master import api, dhcp, handoff, statedir
+from installer.master import api, connections, dhcp, handoff, limits, statedir
 from installer.master.join import running
 from installer.master.join.hook import JoinHook
 from installer.master.nodes import NodeRow, NodeState
@@ -99,7 +97,10 @@ def prepare(opts: Options) -> api.Service:
         state.close()
         raise
     hook = JoinHook(opts.cluster, opts.state_dir) if opts.join else None
-    return api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
+    service = api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
+    for node in opts.cluster.nodes:     # booted nodes report from these: the reserve is theirs
+        service.gate.know(node.ip)
+    return service
 
 
 def requeue_joins(state: State) -> list[NodeRow]:
@@ -121,19 +122,22 @@ def run(opts: Options, *, ready: Callable[[str], None] | None = None) -> int:
 
 
 async def _serve(opts: Options, service: api.Service, ready: Callable[[str], None]) -> int:
-    runner = web.AppRunner(api.make_app(service), access_log=None, handle_signals=False)
+    service.gate.total = limits.total_connections(limits.raise_open_files(log))
+    log(f"connections: at most {service.gate.total} ({service.gate.reserve} of them only for "
+        f"nodes), {service.gate.per_address} per client address")
+    runner = connections.runner(api.make_app(service))
     await runner.setup()
     daemon = None
+    listener = None
     try:
-        site = web.TCPSite(runner, opts.host, opts.port, backlog=512)
         try:
-            await site.start()
+            listener = await connections.listen(runner, service.gate, opts.host, opts.port)
         except OSError as e:
             raise InstallerError(f"cannot listen on {opts.host}:{opts.port}: {e.strerror}: "
                                  "stop the program holding that port, or choose another "
                                  "with --listen ADDRESS:PORT (and http_port in the cluster "
                                  "file, which the PXE entries name)") from None
-        port = runner.addresses[0][1]       # the real one when --listen says port 0
+        port = listener.sockets[0].getsockname()[1]     # the real one when --listen says 0
         if service.on_booted is not None:
             for node in requeue_joins(service.state):
                 service.queue_join(node)
@@ -155,6 +159,8 @@ async def _serve(opts: Options, service: api.Service, ready: Callable[[str], Non
     finally:
         if daemon is not None:
             await daemon.stop()
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
         await asyncio.get_running_loop().run_in_executor(None, stop_joins, service)
 

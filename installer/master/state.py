@@ -24,15 +24,18 @@ from typing import Any
 
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
+from installer.master import limits
 from installer.master.nodes import JOIN_STATES, NodeRow, NodeState, check
 
 UNKNOWN_KEEP = 1024             # a flood of made-up MACs cannot grow the table past this
+EVENTS_KEEP = limits.EVENTS     # a node's events kept: its oldest are dropped, and counted
 
 # -- schema -----------------------------------------------------------------------------------
 # Version 0: the release before schema versions (no user_version). Version 1: nodes.state
-# may hold only a NodeState. A later version adds a step to MIGRATIONS and leaves these
-# texts as they are: the step from 0 to 1 makes exactly this table.
-SCHEMA_VERSION = 1
+# may hold only a NodeState. Version 2: events are kept to a bound per node, and the ones
+# dropped counted. A later version adds a step to MIGRATIONS and leaves these texts as they
+# are: a new database is made as version 1, then migrated like an old one.
+SCHEMA_VERSION = 2
 V1_STATES = ("pending", "installing", "installed", "booted", "joining", "joined", "failed")
 NODES_V1 = """CREATE TABLE {table} (
     name TEXT PRIMARY KEY,
@@ -106,8 +109,14 @@ def _v0_to_v1(db: sqlite3.Connection, path: str) -> None:
     db.execute("ALTER TABLE nodes_v1 RENAME TO nodes")
 
 
+def _v1_to_v2(db: sqlite3.Connection, path: str) -> None:
+    """A node's events by id (dropping the oldest, pages of them), and the count dropped."""
+    db.execute("CREATE INDEX events_by_node_id ON events (node, id)")
+    db.execute("CREATE TABLE dropped (node TEXT PRIMARY KEY, events INTEGER NOT NULL)")
+
+
 # MIGRATIONS[v] brings a database from version v to v + 1, inside the opening transaction.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (_v0_to_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (_v0_to_v1, _v1_to_v2)
 
 
 def _known_version(db: sqlite3.Connection, path: str) -> int:
@@ -129,9 +138,9 @@ def upgrade(db: sqlite3.Connection, path: str) -> int:
     if new:
         for ddl in TABLES:
             db.execute(ddl)
-    else:
-        for migrate in MIGRATIONS[version:]:
-            migrate(db, path)
+        version = 1                     # TABLES is version 1's schema
+    for migrate in MIGRATIONS[version:]:
+        migrate(db, path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return version
 
@@ -178,14 +187,18 @@ class State:
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         """SELECT on this thread's reading connection; while the thread writes (transaction(),
         together()), on the writing one, which sees what it has written so far."""
+        return self._reader().execute(sql, args).fetchall()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's reading connection (the writing one while it writes)."""
         if getattr(self._local, "writing", False):
-            return self.db.execute(sql, args).fetchall()
+            return self.db
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = self._connect()
             with self._readers_lock:
                 self._readers.append(db)
-        return db.execute(sql, args).fetchall()
+        return db
 
     def close(self) -> None:
         with self._readers_lock:
@@ -391,12 +404,27 @@ class State:
     def add_event(self, name: str, attempt: int, step: str, status: str, message: str, *,
                   index: int = 0, total: int = 0, final: bool = False, node_time: float,
                   received: float, authenticated: bool) -> None:
+        """A new event; past EVENTS_KEEP of the node's, its oldest is dropped and counted."""
         with self._writer() as db:
             db.execute("INSERT INTO events (node, attempt, step, status, message, idx, total, "
                        "final, node_time, received, authenticated) "
                        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (name, attempt, step, status, message, index, total, int(final),
                         node_time, received, int(authenticated)))
+            self._drop_old_events(db, name)
+
+    def _drop_old_events(self, db: sqlite3.Connection, name: str) -> None:
+        gone = db.execute(
+            "DELETE FROM events WHERE node = ? AND id <= (SELECT id FROM events WHERE "
+            "node = ? ORDER BY id DESC LIMIT 1 OFFSET ?)", (name, name, EVENTS_KEEP)).rowcount
+        if gone > 0:
+            db.execute("INSERT INTO dropped VALUES (?, ?) ON CONFLICT (node) DO UPDATE SET "
+                       "events = events + excluded.events", (name, gone))
+
+    def events_dropped(self, name: str) -> int:
+        """How many of the node's oldest events were dropped to keep EVENTS_KEEP."""
+        rows = self._query("SELECT events FROM dropped WHERE node = ?", (name,))
+        return rows[0][0] if rows else 0
 
     def has_event(self, name: str, node_time: float, step: str, status: str,
                   index: int) -> bool:
@@ -410,12 +438,34 @@ class State:
         return self._query("SELECT MAX(received) FROM events WHERE node = ? AND "
                            "authenticated = 0", (name,))[0][0]
 
-    def events(self, name: str, limit: int = 1000) -> list[dict]:
-        """The node's latest events, oldest first."""
-        rows = self._query(
-            "SELECT * FROM (SELECT * FROM events WHERE node = ? ORDER BY id DESC LIMIT ?) "
-            "ORDER BY id", (name, limit))
-        return [_event(r) for r in rows]
+    def events(self, name: str, limit: int = 1000, after: int | None = None,
+               budget: int = limits.PAGE_BYTES) -> list[dict]:
+        """The node's events, oldest first: the latest LIMIT, or the first LIMIT after the
+        event with id AFTER (a page); fewer once their messages pass BUDGET characters.
+        Rows are read one by one: a page is never more than that in memory."""
+        args: tuple = (name,) if after is None else (name, after)
+        sql = "SELECT * FROM events WHERE node = ? ORDER BY id DESC" if after is None else \
+            "SELECT * FROM events WHERE node = ? AND id > ? ORDER BY id"
+        page: list[dict] = []
+        size = 0
+        rows = self._reader().execute(f"{sql} LIMIT ?", (*args, limit))
+        try:
+            for row in rows:
+                size += len(row["message"])
+                if page and size > budget:
+                    break
+                page.append(_event(row))
+        finally:
+            rows.close()        # ends the read: WAL checkpoints need no reader behind
+        return page if after is not None else page[::-1]
+
+    def step_count(self, name: str, attempt: int) -> int:
+        return self._query("SELECT COUNT(*) FROM steps WHERE node = ? AND attempt = ?",
+                           (name, attempt))[0][0]
+
+    def has_step(self, name: str, attempt: int, step: str) -> bool:
+        return bool(self._query("SELECT 1 FROM steps WHERE node = ? AND attempt = ? AND "
+                                "step = ?", (name, attempt, step)))
 
     def steps(self, name: str) -> list[dict]:
         """The steps of the node's latest attempt, in the order they began."""
