@@ -97,7 +97,9 @@ def test_an_install_rides_out_its_master_going_away(built, tmp_path):
             vm.expect(r"waiting for the master since .*: the OS image's checksum", timeout=600)
             vm.expect(r"the master answered after \d+s: the OS image's checksum", timeout=120)
             vm.expect(r"waiting for the master since .*: the OS image: ", timeout=900)
-            vm.expect(r"os image: resuming at byte (\d+)", timeout=120)
+            # " of": a number at the end of the pattern would match before its last digits
+            # arrived on the serial line.
+            vm.expect(r"os image: resuming at byte (\d+) of", timeout=120)
             resumed_at = int(vm.child.match.group(1))
             vm.expect(r"os image: fetched (\d+) bytes for an image of (\d+) bytes "
                       r"\((\d+) resumed, (\d+) restarted\)", timeout=900)

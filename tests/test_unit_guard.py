@@ -6,8 +6,11 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
+
+from .vm.background import THREAD_PREFIX
 
 
 @pytest.mark.parametrize("start", [
@@ -33,3 +36,21 @@ def test_an_integration_test_runs_real_programs():
 def test_a_unit_test_may_opt_in():
     out = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True)
     assert out.stdout == "42\n"
+
+
+def test_a_background_install_beside_a_unit_test_still_runs_its_tools():
+    """The debootstrap install runs in a thread of its own for the whole session: a unit test
+    running meanwhile must not have its guard refuse the install's programs."""
+    results: dict[str, object] = {}
+
+    def run(key: str) -> None:
+        try:
+            results[key] = subprocess.run(["true"]).returncode
+        except AssertionError as e:
+            results[key] = e
+    for key, name in (("background", THREAD_PREFIX + "an install"), ("other", "a test's")):
+        thread = threading.Thread(target=run, args=(key,), name=name)
+        thread.start()
+        thread.join()
+    assert results["background"] == 0
+    assert isinstance(results["other"], AssertionError), "another thread of the test ran it"

