@@ -165,7 +165,7 @@ class PlanRenderer:
         for volume, path in ((rules.ROOT, "/"), (rules.ESP, "/boot/efi")):
             actions.append({"id": rules.mount_id(volume), "type": "mount",
                             "device": rules.format_id(volume), "path": path})
-        return {"min_disk": BIOS_GRUB_SIZE + ESP_SIZE + st.swap + st.root + 20 * sizes.GiB,
+        return {"min_disk": BIOS_GRUB_SIZE + ESP_SIZE + st.swap + st.root + rules.MIN_VG_BYTES,
                 "actions": actions}
 
 
