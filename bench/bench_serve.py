@@ -374,6 +374,20 @@ def report_body(i: int, reports: int) -> dict:
     return dict(body, time=time.time(), message="x" * 200, final=False)
 
 
+def both_clients(ctx, url: str, macs: list[str], args) -> None:
+    """The 40 installing nodes, once with requests (as the agent) and once with lean clients,
+    each in a process of its own; their plan and report latencies printed."""
+    for client, lean in (("requests, as the agent", False), ("lean HTTP clients", True)):
+        iq = ctx.Queue()
+        nodes = ctx.Process(target=installs, args=(url, macs, args.reports, args.interval,
+                                                   args.lockstep, lean, iq))
+        nodes.start()
+        plan_ms, report_ms, bad = iq.get()
+        nodes.join()
+        print(f" {client}:")
+        latencies(plan_ms, report_ms, bad)
+
+
 def latencies(plan_ms: list[float], report_ms: list[float], bad: list[str]) -> None:
     print(f"  plan fetch   x{len(plan_ms):5}: p50 {statistics.median(plan_ms):6.1f} ms, "
           f"p99 {pct(plan_ms, 99):6.1f} ms, max {max(plan_ms):6.1f} ms")
@@ -428,16 +442,7 @@ def bench_install(ctx, url: str, macs: list[str], size: int, args) -> None:
         pace = "exactly" if args.lockstep else "on average"
         print(f"install, {n} nodes, a report every {args.interval:g} s each ({pace}), "
               f"under {label}:")
-        for client, lean in (("requests, as the agent", False), ("lean HTTP clients", True)):
-            iq = ctx.Queue()
-            nodes = ctx.Process(target=installs,
-                                args=(url, macs, args.reports, args.interval, args.lockstep,
-                                      lean, iq))
-            nodes.start()
-            plan_ms, report_ms, bad = iq.get()
-            nodes.join()
-            print(f" {client}:")
-            latencies(plan_ms, report_ms, bad)
+        both_clients(ctx, url, macs, args)
         if load:
             load.terminate()            # it fetches until stopped
             load.join()
@@ -536,15 +541,7 @@ def bench_hostile(ctx, url: str, macs: list[str], args) -> None:
             print(f" the stranger holds {held.value} connections open (serve refused the "
                   "rest, and the stranger opens them again each second)")
         print(f"install, {n} nodes, a report every {args.interval:g} s each, under {label}:")
-        for client, lean in (("requests, as the agent", False), ("lean HTTP clients", True)):
-            iq = ctx.Queue()
-            nodes = ctx.Process(target=installs, args=(url, macs, args.reports, args.interval,
-                                                       args.lockstep, lean, iq))
-            nodes.start()
-            plan_ms, report_ms, bad = iq.get()
-            nodes.join()
-            print(f" {client}:")
-            latencies(plan_ms, report_ms, bad)
+        both_clients(ctx, url, macs, args)
         if load:
             print(f" the stranger held {held.value} connections at the end, sent "
                   f"{sent.value} junk requests in all")

@@ -44,6 +44,11 @@ class Release:
         return pkgs
 
 
+# What a systemd release's node needs beyond Ganeti: its init, fdisk, and the agent's own
+# modules for first-boot mode (requests, pyudev).
+SYSTEMD_EXTRA = ("systemd-sysv", "python3-cffi-backend", "fdisk", "python3-requests",
+                 "python3-pyudev")
+
 RELEASES: dict[str, Release] = {
     "wheezy": Release(
         name="wheezy", number=7, init="sysvinit", drbd_utils="drbd8-utils",
@@ -55,22 +60,19 @@ RELEASES: dict[str, Release] = {
         name="bullseye", number=11, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntp", ntp_conf="/etc/ntp.conf", kvm_package="qemu-system-x86",
         ganeti_package="ganeti",
-        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk",
-                        "python3-requests", "python3-pyudev"),  # the agent, at first boot
+        extra_packages=SYSTEMD_EXTRA,
     ),
     "bookworm": Release(
         name="bookworm", number=12, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
         ganeti_package="ganeti",
-        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk",
-                        "python3-requests", "python3-pyudev"),  # the agent, at first boot
+        extra_packages=SYSTEMD_EXTRA,
     ),
     "trixie": Release(
         name="trixie", number=13, init="systemd", drbd_utils="drbd-utils",
         ntp_package="ntpsec", ntp_conf="/etc/ntpsec/ntp.conf", kvm_package="qemu-system-x86",
         ganeti_package="ganeti",
-        extra_packages=("systemd-sysv", "python3-cffi-backend", "fdisk",
-                        "python3-requests", "python3-pyudev"),  # the agent, at first boot
+        extra_packages=SYSTEMD_EXTRA,
     ),
 }
 
