@@ -134,15 +134,31 @@ def built(tmp_path_factory):
     return outdir, summary
 
 
-# Modules whose install starts with the session (tests/vm/background.py); they run last.
+# Modules whose install runs in the background beside the other VM tests
+# (tests/vm/background.py); they run last.
 BACKGROUND = ("test_debootstrap_vm.py",)
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name in BACKGROUND)      # stable: order kept
+    """Unit and integration tests first, then the VM tests, then those that wait for a
+    background install (stable: the order within each group is kept). The background
+    install starts with the first VM test, so no unit test runs beside it: unit tests patch
+    process-wide things (subprocess.run, open, the working directory) that its thread uses."""
+    def group(item) -> int:
+        if item.path.name in BACKGROUND:
+            return 2
+        return 1 if item.get_closest_marker("vm") else 0
+    items.sort(key=group)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
+def _background_starts_with_the_vm_tests(request):
+    """Module-scoped and autouse, so it runs before a VM module's own slow fixtures."""
+    if request.node.get_closest_marker("vm"):
+        request.getfixturevalue("background_installs")
+
+
+@pytest.fixture(scope="session")
 def background_installs(request, tmp_path_factory):
     """{name: Job} for the background installs the selected tests need, started now."""
     jobs = {}
