@@ -3,7 +3,7 @@
 QEMU, boots its disk and passes the same checks as an image install. This is the way a
 release with no OS image (Debian 7, the paper's) is installed.
 
-The install starts with the test session and runs beside the other tests (conftest,
+The install starts with the first VM test module and runs beside the other VM tests (conftest,
 tests/vm/background.py); these tests run last and wait for it."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def install(built, work: Path) -> dict:
 
 
 def start_install(built, work: Path) -> Job:
-    """Called by conftest as the session starts: the install runs beside the other tests."""
+    """Called by conftest with the first VM module: the install runs beside the VM tests."""
     return Job("the debootstrap install of node3", lambda: install(built, work), work).start()
 
 
