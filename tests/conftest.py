@@ -45,6 +45,25 @@ def cluster_from(data: dict, path: str = "test.toml") -> config.Cluster:
     return config.parse(copy.deepcopy(data), path, host_mirror_fn=fixed_mirror)
 
 
+DROP = object()     # set_key's value that removes the key
+
+
+def set_key(data: dict, key: str, value) -> dict:
+    """data with the dotted key (nodes[1].mac) set, or removed when value is DROP."""
+    node, parts = data, key.split(".")
+    for part in parts[:-1]:
+        if "[" in part:
+            name, idx = part[:-1].split("[")
+            node = node[name][int(idx)]
+        else:
+            node = node.setdefault(part, {})
+    if value is DROP:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+    return data
+
+
 @pytest.fixture
 def bookworm():
     return load_example("cluster.toml")

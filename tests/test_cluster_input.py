@@ -16,7 +16,7 @@ import tomli_w
 
 from installer import cli
 from installer.cluster import config, errors, source
-from tests.conftest import REPO, example_data, example_path, fixed_mirror
+from tests.conftest import DROP, REPO, example_data, example_path, fixed_mirror, set_key
 
 KEY = example_data()["ssh"]["authorized_keys"][0]
 HASH = example_data()["root"]["password_hash"]
@@ -28,23 +28,7 @@ def _write(tmp_path, data: dict, name="cluster.toml") -> str:
     return str(path)
 
 
-def _set(data: dict, key: str, value) -> dict:
-    """data with the dotted key (nodes[1].mac) set, or removed when value is DROP."""
-    node, parts = data, key.split(".")
-    for part in parts[:-1]:
-        if "[" in part:
-            name, idx = part[:-1].split("[")
-            node = node[name][int(idx)]
-        else:
-            node = node.setdefault(part, {})
-    if value is DROP:
-        node.pop(parts[-1], None)
-    else:
-        node[parts[-1]] = value
-    return data
-
-
-DROP = object()
+_set = set_key
 
 
 def _refused(tmp_path, capsys, path: str) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 import tomli_w
 
 from installer import cli
-from tests.conftest import example_data
+from tests.conftest import example_data, set_key
 
 
 def _write(tmp_path, data: dict, name="cluster.toml") -> str:
@@ -17,16 +17,7 @@ def _write(tmp_path, data: dict, name="cluster.toml") -> str:
     return str(path)
 
 
-def _set(data: dict, key: str, value):
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        if "[" in part:
-            name, idx = part[:-1].split("[")
-            node = node[name][int(idx)]
-        else:
-            node = node.setdefault(part, {})
-    node[parts[-1]] = value
+_set = set_key
 
 
 def _del(data: dict, key: str):
