@@ -47,7 +47,11 @@ class Release:
 # What a systemd release's node needs beyond Ganeti: its init, fdisk, and the agent's own
 # modules for first-boot mode (requests, pyudev).
 SYSTEMD_EXTRA = ("systemd-sysv", "python3-cffi-backend", "fdisk", "python3-requests",
-                 "python3-pyudev")
+                 "python3-pyudev",
+                 # The cluster's services: Debian's debootstrap OS definition beside our
+                 # `image` one (qemu-img for its qcow2 images), uftp to receive ISOs by
+                 # multicast, efibootmgr to keep network boot first on UEFI PCs.
+                 "ganeti-instance-debootstrap", "qemu-utils", "uftp", "efibootmgr")
 
 RELEASES: dict[str, Release] = {
     "wheezy": Release(
