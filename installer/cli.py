@@ -162,6 +162,108 @@ def cmd_reinstall(args) -> int:
     return 0
 
 
+def _iso_target(args) -> tuple[str, str | None]:
+    """serve's URL and its state directory (None when neither --state nor --outdir says)."""
+    from installer.master import statedir
+    cluster = _load(args.cluster, False) if args.cluster else None
+    if args.cluster and cluster is None:
+        raise InstallerError(f"cannot read {args.cluster}")
+    url = args.url or (cluster.provisioning.base_url if cluster else None)
+    if not url:
+        raise InstallerError("where is serve? give --url http://ADDRESS:PORT or --cluster "
+                             "FILE (its network.provisioning address and http_port)")
+    state_dir = args.state or (statedir.default(cluster, args.outdir)
+                               if cluster and args.outdir else None)
+    return url.rstrip("/"), state_dir
+
+
+def _iso_token(state_dir: str | None) -> str:
+    from installer.master import statedir
+    if state_dir is None:
+        raise InstallerError("iso add and remove need serve's admin token: name serve's "
+                             "state directory with --state DIR (or --cluster FILE --outdir "
+                             "OUTDIR, as serve got them)")
+    return statedir.admin_token(state_dir, create=False)
+
+
+def cmd_iso_add(args) -> int:
+    import os
+
+    from installer.master import isos, status
+    files = [os.path.abspath(f) for f in args.files]
+    for path in files:          # the quick refusals here; serve checks all again
+        isos.readable(path)
+        isos.check_name(os.path.basename(path), path)
+    url, state_dir = _iso_target(args)
+    result = status.iso_request("POST", f"{url}/api/v1/isos", _iso_token(state_dir),
+                                {"files": files, "copy": args.copy})
+    if args.json:
+        print(json.dumps(result, indent=2))
+    for iso in [] if args.json else result["isos"]:
+        print(f"{iso['name']} (sha256 {iso['sha256']}, {iso['size']} bytes):")
+        for node in iso["nodes"] or [{"node": "-", "ok": True, "message": "no joined node "
+                                      "yet: each gets it when it joins"}]:
+            print(f"  {node['node']}: {'ok' if node['ok'] else 'FAILED'}: {node['message']}")
+    return 0 if result["ok"] else 1
+
+
+def cmd_iso_list(args) -> int:
+    from installer.master import status
+    url, _ = _iso_target(args)
+    items = status.isos(url)
+    if args.json:
+        print(json.dumps(items, indent=2))
+    else:
+        print("\n".join(status.iso_lines(items)[1:]) or "no ISOs: ganeti-installer iso add "
+              "FILE")
+    return 0
+
+
+def cmd_iso_remove(args) -> int:
+    from installer.master import isos, status
+    isos.check_name(args.name)
+    url, state_dir = _iso_target(args)
+    result = status.iso_request("DELETE", f"{url}/api/v1/isos/{args.name}",
+                                _iso_token(state_dir))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["removed"]:
+        print(f"{args.name}: removed from every joined node and from serve")
+    else:
+        print(f"{args.name}: still on {', '.join(result['failed'])} (see ganeti-installer "
+              f"status); run iso remove {args.name} again", file=sys.stderr)
+    return 0 if result["removed"] else 1
+
+
+def _iso_parser(sub) -> None:
+    i = sub.add_parser("iso", help="the cluster's ISO images at /iso on every joined node",
+                       description="Add, list and remove the ISO images every joined node "
+                       "keeps at /iso/<name> (a node that joins later gets them at its "
+                       "join). Runs on the serving host through the running serve, with the "
+                       "admin token from its state directory.")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--url", help="serve's base URL (default: from --cluster)")
+    where.add_argument("--cluster", metavar="FILE", help="the cluster file serve runs with")
+    where.add_argument("--outdir", help="the OUTDIR serve serves (for the default --state)")
+    where.add_argument("--state", metavar="DIR", help="serve's state directory")
+    where.add_argument("--json", action="store_true", help="print JSON")
+    isub = i.add_subparsers(dest="iso_command", required=True, metavar="ACTION")
+    a = isub.add_parser("add", parents=[where], help="send ISO files to every joined node",
+                        description="Send each FILE to /iso/<its file name> on every joined "
+                        "node: by multicast (uftp) to all at once, checked by sha256 on each "
+                        "node before it takes its name; a node the multicast misses gets a "
+                        "plain SSH copy (the automatic fallback). Exit 1 if a node failed.")
+    a.add_argument("files", nargs="+", metavar="FILE", help="an ISO image")
+    a.add_argument("--copy", action="store_true",
+                   help="no multicast: one SSH copy per node (as gnt-cluster copyfile)")
+    a.set_defaults(func=cmd_iso_add)
+    ls = isub.add_parser("list", parents=[where], help="the ISOs and their state per node")
+    ls.set_defaults(func=cmd_iso_list)
+    rm = isub.add_parser("remove", parents=[where], help="remove an ISO from every node")
+    rm.add_argument("name", help="the ISO's name (as iso list shows it)")
+    rm.set_defaults(func=cmd_iso_remove)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ganeti-installer",
@@ -236,6 +338,7 @@ def parser() -> argparse.ArgumentParser:
     ri.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
     ri.add_argument("--url", help="the master's base URL (default: from the cluster file)")
     ri.set_defaults(func=cmd_reinstall)
+    _iso_parser(sub)
     return p
 
 

@@ -542,6 +542,11 @@ class State:
                        "DO UPDATE SET state = excluded.state, message = excluded.message, "
                        "updated = excluded.updated", (iso, node, state, message, time.time()))
 
+    def drop_iso_node(self, iso: str, node: str) -> None:
+        """The node has the ISO no longer (removed there)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM iso_nodes WHERE iso = ? AND node = ?", (iso, node))
+
     def remove_iso(self, name: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM iso_nodes WHERE iso = ?", (name,))
