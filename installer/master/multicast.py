@@ -28,7 +28,7 @@ from installer.master.nodeshell import Shell
 PORT = 1044                 # uftpd's port on the nodes (UDP)
 SOURCE_PORT = 1045          # the sender's (UDP): the nodes' answers come back to it
 RATE_MBPS = 900             # a gigabit LAN with room for the answers
-START_WAIT = 1.0            # seconds for the receivers to listen before the first announce
+START_WAIT = 0.5            # seconds for the receivers to listen before the first announce
 RECEIVER_LIMIT = 6 * 3600   # a receiver left behind ends on the node by itself
 
 
