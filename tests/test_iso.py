@@ -15,7 +15,8 @@ import requests
 from installer import cli
 from installer.master import isodist, isos, isoservice, multicast
 from installer.master.isos import IsoError, NodePaths
-from installer.master.nodeshell import Shell
+from installer.master.join.remote import Remote
+from installer.master.nodeshell import Shell, SshShell
 from installer.master.state import open_state
 from tests.serving import Server, render_outdir
 from tests.test_state import joined
@@ -91,6 +92,21 @@ def test_node_commands_are_argv_lists_of_validated_values():
         NodePaths("/iso", "$(reboot).iso")
     with pytest.raises(IsoError):
         NodePaths("/iso/../etc", "debian.iso")
+
+
+def test_a_node_is_reached_by_ssh_with_the_pinned_key_and_a_terminal_for_its_receiver(
+        tmp_path):
+    key = tmp_path / "id_ed25519"
+    key.write_text("private")
+    shell = SshShell("node2", "10.0.0.12", remote=Remote(str(key), str(tmp_path / "known")))
+    argv = shell.argv(NodePaths(shell.root, "a.iso").abort())
+    assert argv[0] == "ssh" and argv[-2:] == ["10.0.0.12", "rm -f -- /iso/.incoming/a.iso"]
+    assert f"IdentityFile={key}" in argv and "StrictHostKeyChecking=yes" in argv
+    assert "-tt" not in argv
+    receiver = shell.argv(multicast.receiver_argv(shell, "a.iso", multicast.Options("10.0.0.1")),
+                          tty=True)
+    assert "-tt" in receiver and receiver[-1].startswith("timeout 21600 uftpd -d -q")
+    assert "-U 0x0a00000c -I 10.0.0.12 -p 1044 -D /iso/.incoming" in receiver[-1]
 
 
 def test_uftp_status_says_which_node_got_the_whole_file(tmp_path):

@@ -30,7 +30,7 @@ class Shell:
     def argv(self, command: Sequence[str], *, tty: bool = False) -> list[str]:
         raise NotImplementedError
 
-    def unreachable(self, stderr: str) -> bool:
+    def unreachable(self, returncode: int, stderr: str) -> bool:
         """Whether a failure was the transport's, not the command's."""
         return False
 
@@ -55,7 +55,7 @@ class Shell:
             raise IsoError(f"{self.node}: cannot run {argv[0]}: {e.strerror}") from None
         done = subprocess.CompletedProcess(argv, proc.returncode, _text(out), _text(err))
         if done.returncode != 0:
-            if self.unreachable(done.stderr):
+            if self.unreachable(done.returncode, done.stderr):
                 raise IsoError(f"{self.node} ({self.address}) is unreachable: "
                                f"{_tail(done.stderr)}; is it up? `ganeti-installer status` "
                                "shows its state")
@@ -69,6 +69,11 @@ class Shell:
                                 stdout=log, stderr=subprocess.STDOUT)
 
 
+SSH_FAILURES = ("Connection refused", "Connection timed out", "No route to host",
+                "Host key verification", "Permission denied", "Could not resolve",
+                "Connection closed", "Network is unreachable")
+
+
 @dataclass(frozen=True)
 class SshShell(Shell):
     remote: Remote | None = None
@@ -79,11 +84,9 @@ class SshShell(Shell):
         assert self.remote is not None
         return self.remote.argv(self.address, command, tty=tty)
 
-    def unreachable(self, stderr: str) -> bool:
-        return any(s in stderr for s in ("Connection refused", "Connection timed out",
-                                         "No route to host", "Host key verification",
-                                         "Permission denied", "Could not resolve",
-                                         "Connection closed", "Network is unreachable"))
+    def unreachable(self, returncode: int, stderr: str) -> bool:
+        # 255 is ssh's own failure: none of the commands run on a node exits 255.
+        return returncode == 255 or any(s in stderr for s in SSH_FAILURES)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class NetnsShell(Shell):
     def argv(self, command: Sequence[str], *, tty: bool = False) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *command]
 
-    def unreachable(self, stderr: str) -> bool:
+    def unreachable(self, returncode: int, stderr: str) -> bool:
         return "Cannot open network namespace" in stderr
 
 
