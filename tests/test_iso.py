@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -19,7 +20,7 @@ from installer.master.join.remote import Remote
 from installer.master.nodeshell import Shell, SshShell
 from installer.master.state import open_state
 from tests.serving import Server, render_outdir
-from tests.test_state import joined
+from tests.test_state import booted, joined
 
 
 class FakeNode(Shell):
@@ -294,3 +295,34 @@ def test_the_iso_routes_need_the_admin_token_and_refuse_bad_input(tmp_path):
         assert resp.status_code == 400 and "/no/such.iso does not exist" in resp.json()["error"]
         assert requests.get(url, timeout=10).json() == []
         assert not os.path.exists(tmp_path / "state" / "isos")
+
+
+class JoinsAll:
+    """A Joiner stand-in: every join works, with no warning."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def bootstrap(self, node, keys):
+        return SimpleNamespace(verify=SimpleNamespace(warnings=[]))
+
+    def members(self):
+        return set()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_node_gets_the_isos_right_after_its_join_and_stays_joined_if_that_fails(
+        state, bookworm, tmp_path, monkeypatch, fails):
+    from installer.master.join import hook
+    monkeypatch.setattr(hook, "Joiner", JoinsAll)
+    got = []
+
+    def after_join(name):
+        got.append((name, state.node(name).state))
+        if fails:
+            raise IsoError("node1 (10.0.0.1) is unreachable")
+    booted(state, "node1")
+    hook.JoinHook(bookworm, str(tmp_path), after_join=after_join)(state, state.node("node1"))
+    assert got == [("node1", "joined")] and state.node("node1").state == "joined"
+    last = state.events("node1")[-1]["message"]
+    assert ("after the join: IsoError: node1 (10.0.0.1) is unreachable" == last) == fails
