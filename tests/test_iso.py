@@ -106,7 +106,7 @@ def test_a_node_is_reached_by_ssh_with_the_pinned_key_and_a_terminal_for_its_rec
     assert "-tt" not in argv
     receiver = shell.argv(multicast.receiver_argv(shell, "a.iso", multicast.Options("10.0.0.1")),
                           tty=True)
-    assert "-tt" in receiver and receiver[-1].startswith("timeout 21600 uftpd -d -q")
+    assert "-tt" in receiver and receiver[-1].startswith("timeout 21600 uftpd -d -q -x 2")
     assert "-U 0x0a00000c -I 10.0.0.12 -p 1044 -D /iso/.incoming" in receiver[-1]
 
 

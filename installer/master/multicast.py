@@ -28,7 +28,9 @@ from installer.master.nodeshell import Shell
 PORT = 1044                 # uftpd's port on the nodes (UDP)
 SOURCE_PORT = 1045          # the sender's (UDP): the nodes' answers come back to it
 RATE_MBPS = 900             # a gigabit LAN with room for the answers
-START_WAIT = 0.5            # seconds for the receivers to listen before the first announce
+READY_TIMEOUT = 60          # seconds for every receiver to start (ssh login, slow nodes)
+READY_LINE = "Loaded"       # uftpd's start-up line once its sockets and key are set up
+SETTLE = 0.2                # and a moment more before the first announce
 RECEIVER_LIMIT = 6 * 3600   # a receiver left behind ends on the node by itself
 
 
@@ -58,7 +60,7 @@ def source_for(address: str) -> str:
 
 def receiver_argv(shell: Shell, name: str, opts: Options) -> list[str]:
     paths = NodePaths(shell.root, name)
-    return ["timeout", str(RECEIVER_LIMIT), "uftpd", "-d", "-q", "-x", "1",
+    return ["timeout", str(RECEIVER_LIMIT), "uftpd", "-d", "-q", "-x", "2",
             "-U", client_id(shell.address), "-I", shell.address, "-p", str(opts.port),
             "-D", paths.incoming]
 
@@ -85,7 +87,7 @@ def send(path: str, name: str, shells: Sequence[Shell], opts: Options,
         for shell in shells:
             with open(logs[shell.node], "wb") as log:
                 receivers[shell.node] = shell.spawn(receiver_argv(shell, name, opts), log)
-        time.sleep(START_WAIT)
+        _wait_ready(receivers, logs)
         status = os.path.join(workdir, "uftp.status")
         sender = _run_sender(sender_argv(path, name, list(ids), status, opts), workdir,
                              opts.timeout)
@@ -96,6 +98,18 @@ def send(path: str, name: str, shells: Sequence[Shell], opts: Options,
             _end(proc)
     return {s.node: _why(results.get(s.node), ended.get(s.node), logs[s.node], sender)
             for s in shells}
+
+
+def _wait_ready(receivers: dict[str, subprocess.Popen], logs: dict[str, str]) -> None:
+    """Until each receiver says it listens (or ended): uftp announces for a few seconds
+    only, and an SSH login to a busy node may take longer than that."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = set(receivers)
+    while waiting and time.monotonic() < deadline:
+        waiting = {n for n in waiting if receivers[n].poll() is None and
+                   READY_LINE not in _read(logs[n])}
+        time.sleep(0.05)
+    time.sleep(SETTLE)
 
 
 def _run_sender(argv: list[str], workdir: str, timeout: float) -> str:
