@@ -157,11 +157,13 @@ def test_a_receiver_killed_midway_keeps_no_partial_file_and_the_next_add_complet
 
 
 class Silent(NetnsShell):
-    """A node whose receiver never answers (multicast blocked on its port, say)."""
+    """A node whose receiver never hears the sender (as behind a firewall dropping its
+    port): a real uftpd, listening on another port."""
 
     def spawn(self, command, log):
-        return subprocess.Popen(self.argv(["sleep", "60"]), stdout=log,
-                                stderr=subprocess.STDOUT)
+        command = list(command)
+        command[command.index("-p") + 1] = "1099"
+        return super().spawn(command, log)
 
 
 def test_a_node_multicast_misses_gets_the_ssh_copy_fallback(served, lan, tmp_path, capsys):
@@ -188,3 +190,29 @@ def test_copy_mode_sends_one_plain_copy_per_node(served, lan, tmp_path, capsys):
     assert server.state.isos() == []
     assert not os.path.exists(os.path.join(state_dir, "isos", "plain.iso"))
     assert statedir.admin_token(state_dir, create=False)
+
+
+def test_stopping_serve_ends_a_running_iso_add_and_leaves_no_partial_file(served, lan,
+                                                                          tmp_path):
+    server, _ = served
+    svc = server.service.isos
+    svc.sender = sender_of(lan, rate_mbps=8)        # 4 MiB in about 4 s
+    path, _ = iso_file(tmp_path, "stop.iso")
+    job = threading.Thread(target=svc.add, args=([str(path)],))
+    job.start()
+    temp = NodePaths(lan.receivers[0].root, "stop.iso").temp
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (os.path.exists(temp) and
+                                               os.path.getsize(temp) > 0):
+        time.sleep(0.02)
+    start = time.monotonic()
+    svc.stop()
+    job.join(30)
+    print(f"iso add ended {time.monotonic() - start:.2f} s after the stop")
+    assert not job.is_alive() and time.monotonic() - start < 10
+    for host in lan.receivers:
+        assert not os.path.exists(f"{host.root}/stop.iso")
+        assert os.listdir(f"{host.root}/.incoming") == []
+    nodes = server.state.isos()[0]["nodes"]
+    assert all(n["state"] == "failed" and "serve stopped" in n["message"]
+               for n in nodes.values()), nodes

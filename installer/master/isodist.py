@@ -11,6 +11,7 @@ the final name.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,9 +33,12 @@ class Result:
 
 
 def distribute(iso: Iso, shells: Sequence[Shell], *, multicast_opts: multicast.Options | None,
-               workdir: str, record: Record) -> list[Result]:
+               workdir: str, record: Record,
+               stopping: threading.Event | None = None) -> list[Result]:
     """Every shell's node ends with ISO at ROOT/NAME (ok) or without it and without a
-    temporary (not ok, with the reason and the fix)."""
+    temporary (not ok, with the reason and the fix). Once `stopping` is set (serve stops),
+    no fallback copy starts."""
+    stopping = stopping or threading.Event()
     results: dict[str, Result] = {}
     ready: list[Shell] = []
     for shell, outcome in zip(shells, _parallel(lambda s: _prepare(s, iso), shells),
@@ -49,9 +53,8 @@ def distribute(iso: Iso, shells: Sequence[Shell], *, multicast_opts: multicast.O
         for shell in ready:
             record(shell.node, SENDING, "multicast" if multicast_opts else "SSH copy")
         missed = _multicast(iso, ready, multicast_opts, workdir)
-        for shell, result in zip(ready, _parallel(lambda s: _finish(s, iso, missed[s.node],
-                                                                   record), ready),
-                                 strict=True):
+        finish = lambda s: _finish(s, iso, missed[s.node], record, stopping)  # noqa: E731
+        for shell, result in zip(ready, _parallel(finish, ready), strict=True):
             results[shell.node] = result if isinstance(result, Result) else \
                 _failed(record, shell, iso, f"{type(result).__name__}: {result}")
     return [results[s.node] for s in shells]
@@ -102,7 +105,8 @@ def _multicast(iso: Iso, shells: list[Shell], opts: multicast.Options | None,
         return {s.node: f"uftp could not run: {e}" for s in shells}
 
 
-def _finish(shell: Shell, iso: Iso, missed: str | None, record: Record) -> Result:
+def _finish(shell: Shell, iso: Iso, missed: str | None, record: Record,
+            stopping: threading.Event) -> Result:
     """Checksum and rename what the multicast brought, or copy over SSH and do the same."""
     paths = NodePaths(shell.root, iso.name)
     if missed is None:
@@ -111,6 +115,10 @@ def _finish(shell: Shell, iso: Iso, missed: str | None, record: Record) -> Resul
             return _done(record, shell, iso, "by multicast")
         except (IsoError, JoinError) as e:
             missed = str(e)
+    if stopping.is_set():
+        _abort(shell, paths)
+        return _failed(record, shell, iso, f"serve stopped during the transfer ({missed}): "
+                       "the next iso add of the file completes it")
     try:
         _copy(shell, iso, paths)
         _check_and_commit(shell, iso, paths)

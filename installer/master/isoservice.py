@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from installer.cluster import sshkeys
 from installer.cluster.config import Cluster
 from installer.master import isodist, isos, multicast, statedir
 from installer.master.isos import Iso, IsoError
+from installer.master.join import running
 from installer.master.join.remote import Remote
 from installer.master.nodes import NodeState
 from installer.master.nodeshell import Shell, SshShell
@@ -34,6 +36,16 @@ class IsoService:
         self.shells = shells or self._ssh_shells
         self.sender = sender or (lambda s: multicast.Options(multicast.source_for(s[0].address)))
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def stop(self, timeout: float = 30) -> None:
+        """serve is stopping: end the running ISO job's commands (its nodes end failed, at
+        no final name; the next iso add completes them) rather than wait for the copy."""
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        while self.lock.locked() and time.monotonic() < deadline:
+            running.end_all()
+            time.sleep(0.1)
 
     def _ssh_shells(self, names: Sequence[str]) -> list[Shell]:
         remote = Remote(statedir.key_path(self.state_dir),
@@ -92,7 +104,8 @@ class IsoService:
         opts = None if copy or not shells else self.sender(shells)
         with tempfile.TemporaryDirectory(dir=isodist.workdir_for(self.state_dir)) as work:
             results = isodist.distribute(iso, shells, multicast_opts=opts, workdir=work,
-                                         record=self._recorder(iso.name))
+                                         record=self._recorder(iso.name),
+                                         stopping=self.stopping)
         for r in results:
             self.log(f"iso {iso.name}: {r.node}: {'ok' if r.ok else 'FAILED'}: {r.message}")
         return {"name": iso.name, "sha256": iso.sha256, "size": iso.size,

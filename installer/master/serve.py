@@ -180,6 +180,8 @@ def stop_joins(service: api.Service, timeout: float = 30) -> None:
         time.sleep(0.1)
     if service.running:
         log(f"a join did not end within {timeout:.0f} s of being stopped")
+    if service.isos is not None:        # an iso add would hold the stop for its copy
+        service.isos.stop(timeout)
 
 
 async def _until_stopped(daemon: dhcp.Dnsmasq | None) -> int:
