@@ -196,7 +196,7 @@ def cmd_iso_add(args) -> int:
         isos.check_name(os.path.basename(path), path)
     url, state_dir = _iso_target(args)
     result = status.iso_request("POST", f"{url}/api/v1/isos", _iso_token(state_dir),
-                                {"files": files, "copy": args.copy})
+                                {"files": files, "copy": args.copy, "rate_mbps": args.rate})
     if args.json:
         print(json.dumps(result, indent=2))
     for iso in [] if args.json else result["isos"]:
@@ -256,6 +256,9 @@ def _iso_parser(sub) -> None:
     a.add_argument("files", nargs="+", metavar="FILE", help="an ISO image")
     a.add_argument("--copy", action="store_true",
                    help="no multicast: one SSH copy per node (as gnt-cluster copyfile)")
+    a.add_argument("--rate", type=int, metavar="MBIT", default=None,
+                   help="multicast send rate in Mbit/s (default 900, for a gigabit "
+                   "management LAN; about 90 %% of the slowest node's link)")
     a.set_defaults(func=cmd_iso_add)
     ls = isub.add_parser("list", parents=[where], help="the ISOs and their state per node")
     ls.set_defaults(func=cmd_iso_list)

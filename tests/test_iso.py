@@ -289,8 +289,10 @@ def test_the_iso_routes_need_the_admin_token_and_refuse_bad_input(tmp_path):
             assert requests.delete(f"{url}/debian.iso", headers=headers,
                                    timeout=10).status_code == status
         auth = {"Authorization": f"Bearer {admin}"}
-        resp = requests.post(url, json={"files": "x"}, headers=auth, timeout=10)
-        assert resp.status_code == 400 and '"files"' in resp.json()["error"]
+        for body in ({"files": "x"}, {"files": [path], "rate_mbps": "fast"},
+                     {"files": [path], "rate_mbps": 0}, {"files": [path], "copy": "yes"}):
+            resp = requests.post(url, json=body, headers=auth, timeout=10)
+            assert resp.status_code == 400 and '"rate_mbps": 900' in resp.json()["error"]
         resp = requests.post(url, json={"files": ["/no/such.iso"]}, headers=auth, timeout=10)
         assert resp.status_code == 400 and "/no/such.iso does not exist" in resp.json()["error"]
         assert requests.get(url, timeout=10).json() == []

@@ -7,7 +7,8 @@
     GET  /api/v1/unknown                MACs that asked for a plan or an entry, not in the file
     POST /api/v1/nodes/<name>/reinstall back to pending and the install entry (admin token)
     GET  /api/v1/isos                   the cluster's ISOs and their state on each node
-    POST /api/v1/isos                   {"files": [...], "copy": false}: add ISOs (admin token)
+    POST /api/v1/isos                   {"files": [...], "copy": false, "rate_mbps": 900}: add
+                                        ISOs (admin token)
     DELETE /api/v1/isos/<name>          remove an ISO from every node (admin token)
     GET  /<netboot|images|tftp|agent>/… and /manifest.json: files, with ranges and checksums
 
@@ -416,13 +417,15 @@ async def post_isos(request: web.Request) -> web.Response:
         return refusal
     try:
         body = await request.json()
-        files, copy = body["files"], body.get("copy", False)
+        files, copy, rate = body["files"], body.get("copy", False), body.get("rate_mbps")
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or \
-                not isinstance(copy, bool):
+                not isinstance(copy, bool) or not (rate is None or type(rate) is int and
+                                                   0 < rate <= 100_000):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        return error(400, 'send {"files": ["/abs/path.iso", ...], "copy": false}')
-    return await _iso_job(svc, lambda: svc.isos.add(files, copy=copy))
+        return error(400, 'send {"files": ["/abs/path.iso", ...], "copy": false, '
+                          '"rate_mbps": 900}')
+    return await _iso_job(svc, lambda: svc.isos.add(files, copy=copy, rate_mbps=rate))
 
 
 async def delete_iso(request: web.Request) -> web.Response:

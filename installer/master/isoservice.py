@@ -7,6 +7,7 @@ state as it goes. One ISO job at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -57,7 +58,8 @@ class IsoService:
 
     # -- iso add --------------------------------------------------------------------------
 
-    def add(self, files: Sequence[str], *, copy: bool = False) -> dict:
+    def add(self, files: Sequence[str], *, copy: bool = False,
+            rate_mbps: int | None = None) -> dict:
         """Check every file, then put each on every joined node. IsoError (nothing changed)
         for bad input; per node results otherwise."""
         with self.lock:
@@ -66,7 +68,7 @@ class IsoService:
             out = []
             for path, name, sha in checked:
                 iso = self._keep(path, name, sha)
-                out.append(self._distribute(iso, targets, copy=copy))
+                out.append(self._distribute(iso, targets, copy=copy, rate_mbps=rate_mbps))
             return {"isos": out, "ok": all(r["ok"] for i in out for r in i["nodes"])}
 
     def _check(self, files: Sequence[str]) -> list[tuple[str, str, str]]:
@@ -99,9 +101,12 @@ class IsoService:
         self.state.add_iso(iso.name, iso.sha256, iso.size, iso.path)
         return iso
 
-    def _distribute(self, iso: Iso, targets: Sequence[str], *, copy: bool) -> dict:
+    def _distribute(self, iso: Iso, targets: Sequence[str], *, copy: bool,
+                    rate_mbps: int | None = None) -> dict:
         shells = self.shells(targets)
         opts = None if copy or not shells else self.sender(shells)
+        if opts is not None and rate_mbps:
+            opts = dataclasses.replace(opts, rate_mbps=rate_mbps)
         with tempfile.TemporaryDirectory(dir=isodist.workdir_for(self.state_dir)) as work:
             results = isodist.distribute(iso, shells, multicast_opts=opts, workdir=work,
                                          record=self._recorder(iso.name),
