@@ -19,7 +19,7 @@ import requests
 
 from installer import cli
 from installer.master import isodist, isoservice, multicast, statedir
-from installer.master.isos import NodePaths
+from installer.master.isos import Iso, NodePaths
 from installer.master.nodeshell import NetnsShell, Shell
 from tests.isolan import Lan
 from tests.serving import Server, render_outdir
@@ -216,3 +216,15 @@ def test_stopping_serve_ends_a_running_iso_add_and_leaves_no_partial_file(served
     nodes = server.state.isos()[0]["nodes"]
     assert all(n["state"] == "failed" and "serve stopped" in n["message"]
                for n in nodes.values()), nodes
+
+
+def test_serve_on_the_master_node_receives_its_own_multicast(lan, tmp_path):
+    """The default set-up: serve runs on the master, which is a joined node too."""
+    path, sha = iso_file(tmp_path, "self.iso", mib=2)
+    kept = Iso("self.iso", sha, path.stat().st_size, str(path))
+    hosts = [lan.sender] + lan.receivers
+    shells = [NetnsShell(h.name, h.address, h.root, netns=h.netns) for h in hosts]
+    results = isodist.distribute(kept, shells, multicast_opts=sender_of(lan)(shells),
+                                 workdir=str(tmp_path), record=lambda *a: None)
+    assert [r.message.endswith("by multicast") for r in results] == [True] * 4, results
+    assert all(sha_at(f"{h.root}/self.iso") == sha for h in hosts)
