@@ -1,5 +1,6 @@
 """Every key a cluster file may hold, with the TOML type its value must have: a nested map
-is a table, [map] an array of tables, [str] a list of strings. Unknown keys are typos until
+is a table, [map] an array of tables, [str] a list of strings, {str: str} a table of any
+keys with string values. Unknown keys are typos until
 proven otherwise, and a value of the wrong type is refused before its meaning is looked at
 (see validate.check_shape). Sizes are strings ("10GiB"): a bare number has no unit."""
 
@@ -22,6 +23,9 @@ SCHEMA = {
     "ssh": {"authorized_keys": [str]},
     "root": {"password_hash": str},
     "nodes": [{"name": str, "mac": str, "ip": str, "role": str}],
+    # Ganeti's own kvm parameter names (gnt-cluster modify -H kvm:NAME=VALUE): {str: str}
+    # is a table whose keys are free and whose values are strings.
+    "hypervisor": {"kvm": {str: str}},
 }
 
 # How messages name a TOML type, and how to write one.
