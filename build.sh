@@ -18,7 +18,7 @@ APT_PACKAGES=(
   squashfs-tools cpio zstd xz-utils gdisk dosfstools e2fsprogs curl ca-certificates
   ipxe pxelinux syslinux-common grub-efi-amd64-bin grub-pc-bin grub-common mtools
   dnsmasq-base iproute2 ifupdown bridge-utils vlan debconf busybox openssh-server
-  openssh-client procps vde2 iputils-ping apt-cacher-ng ipxe-qemu
+  openssh-client procps vde2 iputils-ping apt-cacher-ng ipxe-qemu ovmf
 )
 
 need_root() {
