@@ -244,8 +244,9 @@ def _mkimage(platform: str, directory: str, early: str, output: str, extra: list
 
 
 def fill_esp(image: str, tree: str, esp_sectors: int, volume_id: str) -> None:
-    _run(["mkfs.fat", "-F", "32", f"--offset={ESP_START}", "-i", volume_id, "-n", LABEL,
-          "--invariant", image, str(esp_sectors // 2)])
+    # --invariant fixes mkfs.fat's dates and also its volume ID: -i must come after it.
+    _run(["mkfs.fat", "-F", "32", f"--offset={ESP_START}", "--invariant", "-i", volume_id,
+          "-n", LABEL, image, str(esp_sectors // 2)])
     at = f"{image}@@{ESP_START * SECTOR}"
     tops = [os.path.join(tree, name) for name in sorted(os.listdir(tree))]
     _run(["mcopy", "-s", "-m", "-i", at, *tops, "::/"])
