@@ -209,16 +209,18 @@ def cmd_usb(args) -> int:
                                                    [args.node] if args.node else names))
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.outdir)),
                                          f".{cluster.name}-stick.img")
-    digest = usb.build(stick, output)
-    os.chmod(output, 0o600)     # it carries the nodes' report tokens
-    print(f"stick image {output}: {os.path.getsize(output) >> 20} MiB, sha256 {digest}, "
-          f"{len(stick.nodes)} node(s): {', '.join(n for n, _ in stick.nodes)}")
-    if args.device:
-        stickdevice.write(output, args.device)
-        if not args.output:
-            os.unlink(output)
-        print(f"{args.device}: written; it boots BIOS and UEFI PCs and installs them "
-              "with no network")
+    try:
+        digest = usb.build(stick, output)
+        os.chmod(output, 0o600)     # it carries the nodes' report tokens
+        print(f"stick image {output}: {os.path.getsize(output) >> 20} MiB, sha256 {digest}, "
+              f"{len(stick.nodes)} node(s): {', '.join(n for n, _ in stick.nodes)}")
+        if args.device:
+            stickdevice.write(output, args.device)
+            print(f"{args.device}: written; it boots BIOS and UEFI PCs and installs them "
+                  "with no network")
+    finally:
+        if not args.output and os.path.exists(output):
+            os.unlink(output)       # the image only went to the device
     return 0
 
 

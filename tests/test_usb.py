@@ -194,7 +194,7 @@ def test_a_regular_file_is_not_a_device(tmp_path):
 
 
 @pytest.mark.integration
-def test_a_loop_device_is_refused_and_nothing_is_written(tmp_path):
+def test_a_loop_device_is_refused_and_nothing_is_written(tmp_path, capsys):
     """A real block device that is not a stick: refused before the state directory, the
     image or the device is touched."""
     backing = tmp_path / "disk.img"
@@ -208,6 +208,8 @@ def test_a_loop_device_is_refused_and_nothing_is_written(tmp_path):
                          "--output", str(tmp_path / "stick.img"),
                          "--state", str(tmp_path / "state")])
         assert code == 1
+        assert f"--device {loop} ({os.path.basename(loop)}) is not removable" in \
+            capsys.readouterr().err
         assert not (tmp_path / "stick.img").exists() and not (tmp_path / "state").exists()
     finally:
         subprocess.run(["losetup", "--detach", loop], check=True)
@@ -271,3 +273,13 @@ def test_image_from_a_file_is_written_with_its_progress(tmp_path):
                           log=lines.append).run()
     assert (tmp_path / "device").read_bytes() == raw
     assert lines[-1].startswith("os image: 100% written") and len(lines) <= 10
+
+
+def test_write_copies_the_image_whole_with_its_progress(tmp_path):
+    image, device = tmp_path / "stick.img", tmp_path / "device"
+    image.write_bytes(os.urandom(9 << 20))
+    device.write_bytes(b"")
+    lines: list[str] = []
+    stickdevice.write(str(image), str(device), log=lines.append)
+    assert device.read_bytes() == image.read_bytes()
+    assert lines[-1] == f"{device}: 100% written"
