@@ -99,6 +99,8 @@ def test_grub_has_an_entry_by_mac_and_one_per_node(made):
              if "linux /netboot/vmlinuz" in line]
     assert plans == [f"usb:{fs}", f"usb:{fs}:node1", f"usb:{fs}:node2", f"usb:{fs}:node3"]
     assert "systemd.mask=systemd-networkd.service" in cfg and "set default=0" in cfg
+    (image.parent / "grub.cfg").write_text(cfg)
+    subprocess.run(["grub-script-check", str(image.parent / "grub.cfg")], check=True)
 
 
 @pytest.mark.integration
