@@ -285,3 +285,21 @@ def test_write_copies_the_image_whole_with_its_progress(tmp_path):
     stickdevice.write(str(image), str(device), log=lines.append)
     assert device.read_bytes() == image.read_bytes()
     assert lines[-1] == f"{device}: 100% written"
+
+
+def test_offline_reports_stay_in_the_outbox_and_nothing_is_sent(tmp_path, monkeypatch):
+    """The stick's install: every report waits on the target, none goes to the network."""
+    from installer.agent import client
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a report was sent during an offline install")
+
+    monkeypatch.setattr(client.requests, "post", no_network)
+    reporter = client.Reporter("http://10.99.0.1:8080/api/v1/nodes/node1", "tok", attempts=0,
+                               log=lambda line: None)
+    reporter.attach(str(tmp_path))
+    reporter.event("install", "started")
+    reporter.event("install", "installed", final=True)
+    kept = json.loads((tmp_path / client.OUTBOX).read_text())
+    assert [e["status"] for e in kept["events"]] == ["started", "installed"]
+    assert kept["token"] == "tok"

@@ -210,6 +210,7 @@ class ImageFetch:
         self.pipe.abort()
         self.pipe = Pipeline(self.device)
         self.digest = hashlib.sha256()
+        self.progress = Progress(self.log)
         self.offset, self.size, self.validator = 0, None, None
 
 
