@@ -20,6 +20,7 @@ APT_PACKAGES=(
   ipxe pxelinux syslinux-common grub-efi-amd64-bin grub-pc-bin grub-common mtools
   dnsmasq-base iproute2 ifupdown bridge-utils vlan debconf busybox openssh-server uftp
   openssh-client procps vde2 iputils-ping apt-cacher-ng ipxe-qemu xorriso
+  ovmf
 )
 
 need_root() {

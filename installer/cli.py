@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -265,6 +266,74 @@ def _iso_parser(sub) -> None:
     rm = isub.add_parser("remove", parents=[where], help="remove an ISO from every node")
     rm.add_argument("name", help="the ISO's name (as iso list shows it)")
     rm.set_defaults(func=cmd_iso_remove)
+def _stick_plans(cluster: config.Cluster, outdir: str, state_dir: str,
+                 names: list[str]) -> dict[str, dict]:
+    """Each node's plan as serve would hand it out: its report token from the state
+    directory (made there if serve never ran), the serving host's key in authorized_keys.
+    The node's reports then wait in its outbox until serve, with this state, takes them."""
+    import types
+
+    from installer.master import api, state, statedir
+    statedir.prepare(state_dir)
+    key = statedir.serve_key(state_dir, f"ganeti-installer@{cluster.fqdn}")
+    db = state.open_state(state_dir)
+    try:
+        db.sync_nodes(cluster)
+        rows = {row.name: row for row in db.nodes()}
+    finally:
+        db.close()
+    svc = types.SimpleNamespace(outdir=outdir, serve_key=key)
+    return {name: api._plan_for(svc, rows[name]) for name in names}  # type: ignore[arg-type]
+
+
+def cmd_usb(args) -> int:
+    from installer.build import stickdevice, usb
+    from installer.master import statedir
+    cluster = _load(args.file, False)
+    if cluster is None:
+        return 1
+    if not args.output and not args.device:
+        raise InstallerError("where should the stick go? give --output stick.img (a file "
+                             "to dd onto a stick) or --device /dev/sdX (the stick)")
+    names = [n.name for n in cluster.nodes]
+    if args.node and args.node not in names:
+        raise InstallerError(f"no node '{args.node}' in {args.file}: use one of "
+                             f"{', '.join(names)}")
+    usb.check_tools()
+    state_dir = args.state or statedir.default(cluster, args.outdir)
+    plans_dir = os.path.join(args.outdir, "plans")
+    if not os.path.isdir(plans_dir):
+        raise InstallerError(f"{plans_dir} is missing: run ganeti-installer build "
+                             f"{args.file} {args.outdir} first")
+    if args.device:     # checked before the state directory or any file is touched
+        sized = usb.contents(args.outdir, _rendered_plans(args, names))
+        stickdevice.check(args.device, usb.image_bytes(sized))
+    stick = usb.contents(args.outdir, _stick_plans(cluster, args.outdir, state_dir,
+                                                   [args.node] if args.node else names))
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.outdir)),
+                                         f".{cluster.name}-stick.img")
+    try:
+        digest = usb.build(stick, output)
+        os.chmod(output, 0o600)     # it carries the nodes' report tokens
+        print(f"stick image {output}: {os.path.getsize(output) >> 20} MiB, sha256 {digest}, "
+              f"{len(stick.nodes)} node(s): {', '.join(n for n, _ in stick.nodes)}")
+        if args.device:
+            stickdevice.write(output, args.device)
+            print(f"{args.device}: written; it boots BIOS and UEFI PCs and installs them "
+                  "with no network")
+    finally:
+        if not args.output and os.path.exists(output):
+            os.unlink(output)       # the image only went to the device
+    return 0
+
+
+def _rendered_plans(args, names: list[str]) -> dict[str, dict]:
+    """The plans as render wrote them (no token yet): enough to size the stick."""
+    plans = {}
+    for name in [args.node] if args.node else names:
+        with open(os.path.join(args.outdir, "plans", f"{name}.json"), encoding="utf-8") as f:
+            plans[name] = json.load(f)
+    return plans
 
 
 def parser() -> argparse.ArgumentParser:
@@ -342,6 +411,23 @@ def parser() -> argparse.ArgumentParser:
     ri.add_argument("--url", help="the master's base URL (default: from the cluster file)")
     ri.set_defaults(func=cmd_reinstall)
     _iso_parser(sub)
+
+    u = sub.add_parser("usb", help="make the install stick: BIOS and UEFI, installs offline",
+                       description="A disk image (or a stick, with --device) that boots BIOS "
+                       "and UEFI PCs into the netboot image and installs them with no network "
+                       "from the plans and OS image on it: the PC's plan is chosen by its MAC, "
+                       "or in the boot menu. Each plan carries its node's report token (from "
+                       "the state directory): keep the stick as a secret.")
+    u.add_argument("file", help="the cluster file (TOML)")
+    u.add_argument("outdir", help="the OUTDIR build wrote (netboot and OS images, plans)")
+    u.add_argument("--output", metavar="FILE", help="the stick image to write (dd it onto "
+                   "a stick)")
+    u.add_argument("--device", metavar="DEV", help="write onto this stick (a whole, removable "
+                   "or USB disk with nothing mounted), e.g. /dev/sdb")
+    u.add_argument("--node", help="a stick for this node only (default: every node)")
+    u.add_argument("--state", metavar="DIR", help="serve's state directory, where the tokens "
+                   "are (default: as serve)")
+    u.set_defaults(func=cmd_usb)
     return p
 
 
