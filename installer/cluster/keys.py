@@ -22,6 +22,10 @@ SCHEMA = {
     "ssh": {"authorized_keys": [str]},
     "root": {"password_hash": str},
     "nodes": [{"name": str, "mac": str, "ip": str, "role": str}],
+    "instance_image": {
+        "variants": [{"name": str, "image": str, "cdinstall": bool, "nomount": bool}],
+        "images": [{"name": str, "arch": str, "format": str, "file": str}],
+    },
 }
 
 # How messages name a TOML type, and how to write one.

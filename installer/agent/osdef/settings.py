@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import textwrap
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 DEFAULTS_FILE = "default/ganeti-instance-image"       # under /etc
@@ -165,7 +166,9 @@ def defaults_text() -> str:
            "# variant there (or in the cluster file), not here (the paper's section 2.12).",
            "# An unknown key or a bad value fails `verify` and `create`, naming the line.", ""]
     for key, s in SETTINGS.items():
-        out.append(f"# {key}: {s.meaning}.")
+        out += textwrap.wrap(f"{key}: {s.meaning}.", 88, initial_indent="# ",
+                             subsequent_indent="#   ", break_on_hyphens=False,
+                             break_long_words=False)
         if s.choices:
             out.append(f"#   one of: {', '.join(s.choices)}")
         out.append(f'{key}="{s.default}"')
