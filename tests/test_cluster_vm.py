@@ -186,3 +186,45 @@ def test_a_drbd_instance_fails_over(cluster_up):
     assert status(vm, "gnt-instance failover -f inst1", timeout=900) == 0, run(vm, last_job)
     assert run(vm, "gnt-instance list --no-headers -o pnode inst1").strip() == \
         "node2.project.edu"
+
+
+# -- the image OS definition (issue 15): every node got it from its plan ------------------------
+
+IMAGE_ADD = ("gnt-instance add -t drbd -o {os} -s 128M -H fake --ignore-ipolicy --no-start "
+             "--no-ip-check --no-name-check -n node1.project.edu:node2.project.edu {name}")
+LAST_JOB = "gnt-job info $(gnt-job list --no-headers -o id | tail -1) | tail -20"
+
+
+def test_gnt_os_list_shows_the_papers_three_oses(cluster_up):
+    """The paper's figure in section 2.12; `noop` is this module's own diskless OS."""
+    _, _, vms, _ = cluster_up
+    listed = run(vms["node1"], "gnt-os list --no-headers", timeout=300).split()
+    assert [os_ for os_ in listed if os_ != "noop"] == \
+        ["debootstrap+default", "image+cd", "image+default"], listed
+
+
+def test_an_image_cd_instance_is_created_as_the_paper_does(cluster_up):
+    _, _, vms, _ = cluster_up
+    vm = vms["node1"]
+    add = IMAGE_ADD.format(os="image+cd", name="testvm.project.edu")
+    assert status(vm, add, timeout=1200) == 0, run(vm, LAST_JOB)
+    assert run(vm, "gnt-instance list --no-headers -o os,pnode,snodes testvm.project.edu") \
+        .split() == ["image+cd", "node1.project.edu", "node2.project.edu"]
+
+
+def test_an_image_default_instance_holds_its_image(cluster_up):
+    """An admin's 2 MiB raw image on the primary node, named in the default variant's file:
+    create writes it to the instance's DRBD device, whose first bytes then are the image."""
+    _, _, vms, _ = cluster_up
+    vm = vms["node1"]
+    folder, name = "/var/cache/ganeti-instance-image", "tiny-x86_64.raw"
+    setup = (f"mkdir -p {folder} && cd {folder} && head -c 2097152 /dev/urandom > {name} && "
+             f"sha256sum {name} > {name}.sha256 && cd && echo 'IMAGE_NAME=\"tiny\"' >> "
+             "/etc/ganeti/instance-image/variants/default.conf")
+    assert status(vm, setup) == 0
+    add = IMAGE_ADD.format(os="image+default", name="imagevm")
+    assert status(vm, add, timeout=1200) == 0, run(vm, LAST_JOB)
+    disk = run(vm, "gnt-instance activate-disks imagevm", timeout=600).strip().split(":")[-1]
+    assert disk.startswith("/dev/drbd"), disk
+    same = run(vm, f"cmp -n 2097152 {disk} {folder}/{name} && echo same", timeout=120)
+    assert same.strip().endswith("same"), same
