@@ -98,12 +98,12 @@ def osdef(tmp_path):
 
 
 def run_os(osdef, command: str, env: dict, *args: str, stdin=None, stdout=subprocess.PIPE):
-    """The command as Ganeti runs it (a clean environment), reading settings from the test's
-    /etc: the module entry the scripts call, with --etc."""
+    """The command as Ganeti runs it (a clean environment, no PATH), reading settings from
+    the test's /etc: the module entry the scripts call, with --etc."""
     root, etc = osdef
     argv = [sys.executable, "-m", "osdef.commands", command, "--etc", str(etc), *args]
-    return subprocess.run(argv, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(root / "lib"),
-                                     "OS_API_VERSION": "20", "HYPERVISOR": "kvm", **env},
+    return subprocess.run(argv, env={"PYTHONPATH": str(root / "lib"), "OS_API_VERSION": "20",
+                                     "HYPERVISOR": "kvm", **env},
                           stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
 
 

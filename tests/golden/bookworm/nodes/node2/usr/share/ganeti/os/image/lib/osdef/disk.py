@@ -22,6 +22,8 @@ SECTOR = 512
 PART_START = 1 << 20                   # 1 MiB, where partitioning tools start
 MBR_LIMIT = (1 << 32) * SECTOR         # an MBR partition ends below 2 TiB
 CHUNK = 1 << 20
+# Ganeti runs OS scripts in an environment of its own making: find mkfs and mount anyway.
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class DiskError(Exception):
@@ -39,7 +41,8 @@ def size_of(path: str) -> int:
 
 def run(argv: List[str], log: Callable[[str], None]) -> str:
     log("+ " + " ".join(argv))
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PATH": PATH})
     if proc.returncode != 0:
         raise DiskError(f"`{' '.join(argv)}` exited {proc.returncode}: {proc.stdout[-600:]}")
     return proc.stdout
