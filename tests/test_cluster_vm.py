@@ -218,10 +218,13 @@ def test_an_image_default_instance_holds_its_image(cluster_up):
     _, _, vms, _ = cluster_up
     vm = vms["node1"]
     folder, name = "/var/cache/ganeti-instance-image", "tiny-x86_64.raw"
-    setup = (f"mkdir -p {folder} && cd {folder} && head -c 2097152 /dev/urandom > {name} && "
-             f"sha256sum {name} > {name}.sha256 && cd && echo 'IMAGE_NAME=\"tiny\"' >> "
-             "/etc/ganeti/instance-image/variants/default.conf")
+    conf = "/etc/ganeti/instance-image/variants/default.conf"
+    # A subshell: status() sends the command's output to /dev/null, which would otherwise be
+    # where the last echo's line went instead of the file.
+    setup = (f"(mkdir -p {folder} && cd {folder} && head -c 2097152 /dev/urandom > {name} && "
+             f"sha256sum {name} > {name}.sha256 && echo 'IMAGE_NAME=\"tiny\"' >> {conf})")
     assert status(vm, setup) == 0
+    assert 'IMAGE_NAME="tiny"' in run(vm, f"cat {conf}")
     add = IMAGE_ADD.format(os="image+default", name="imagevm")
     assert status(vm, add, timeout=1200) == 0, run(vm, LAST_JOB)
     disk = run(vm, "gnt-instance activate-disks imagevm", timeout=600).strip().split(":")[-1]
