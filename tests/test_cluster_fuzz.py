@@ -46,8 +46,8 @@ def readme_keys() -> list[str]:
         if not row.startswith("| `"):
             continue
         names = re.findall(r"`([^`]+)`", row.split(" | ")[0])
-        if names[0] == "[[nodes]]":
-            out += [f"nodes.{n}" for n in names[1:]]
+        if names[0].startswith("[["):       # an array of tables: [[nodes]] name, mac, ...
+            out += [f"{names[0][2:-2]}.{n}" for n in names[1:]]
             continue
         parent = names[0].rsplit(".", 1)[0]
         out += [names[0]] + [parent + n for n in names[1:] if n.startswith(".")]
@@ -145,6 +145,12 @@ PLAUSIBLE = {
     "servers": _list(st.sampled_from(["0.debian.pool.ntp.org", "ntp", "-x", "a..b"])),
     "authorized_keys": _list(ssh_key, 3), "password_hash": hashes,
     "role": st.sampled_from(["candidate", "regular", "master"]),
+    "image": st.sampled_from(["debian", "", "nope", "a+b"]),
+    "cdinstall": st.booleans(), "nomount": st.booleans(),
+    "arch": st.sampled_from(["x86_64", "amd64", "X86", "", "a/b"]),
+    "format": st.sampled_from(["raw", "qcow2", "tarball", "tar", "vmdk"]),
+    "file": st.sampled_from(["cluster.toml", "missing.raw", "/dev/zero", "/etc", "",
+                             "/proc/self/status", "../x\0y"]),
 }
 scalar = st.one_of(
     st.text(max_size=40), st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=200),

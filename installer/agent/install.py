@@ -13,7 +13,17 @@ import resource
 import subprocess
 from typing import Callable, List, Optional
 
-from installer.agent import booted, bootloader, configure, disks, hooks, journal, osinstall, rules
+from installer.agent import (
+    booted,
+    bootloader,
+    configure,
+    disks,
+    hooks,
+    instancefetch,
+    journal,
+    osinstall,
+    rules,
+)
 from installer.agent.client import Reporter
 from installer.agent.proc import Runner
 from installer.agent.storage import Storage
@@ -150,6 +160,8 @@ class Installer:
             configure.debconf(self.plan, t, self._disk().devnode)
             configure.install_packages(self.plan, t)
             configure.write_files(self.plan, t)  # again: packages may ship the same paths
+            for path in instancefetch.fetch_all(self.plan, t.root, self.run):
+                self.log(f"instance image: fetched {path}")
             configure.set_root_password(self.plan, t)
             configure.machine_id(t)
             self.host_keys = configure.host_keys(t)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import jinja2
 
 from installer.agent import rules
+from installer.agent.osdef import osdir
+from installer.agent.osdef import settings as ossettings
 from installer.agent.version import __version__
 from installer.build import resources
-from installer.cluster import sizes
+from installer.cluster import layout, sizes
 from installer.cluster.config import Cluster, Node
 
 PLAN_VERSION = 1
@@ -25,6 +27,7 @@ PHASES = ("pre-partition", "post-partition", "post-install", "pre-reboot")
 LVM_FILTER = '[ "r|/dev/cdrom|", "r|/dev/drbd[0-9]+|" ]'
 ESP_SIZE = 512 * sizes.MiB
 BIOS_GRUB_SIZE = 1 * sizes.MiB
+INSTANCE_IMAGES = layout.INSTANCE_IMAGES
 
 
 def plan_url(cluster: Cluster, node: Node) -> str:
@@ -103,8 +106,8 @@ class PlanRenderer:
                "lvm_filter": LVM_FILTER}
         files = [{"path": f.path, "mode": f.mode,
                   "content": self.env.get_template(f.template).render(ctx)}
-                 for f in self.node_files()]
-        return {
+                 for f in self.node_files()] + self.image_os_files()
+        plan = {
             "plan_version": PLAN_VERSION,
             "generator": f"ganeti-installer {__version__}",
             "node": {"name": node.name, "fqdn": node.fqdn, "mac": node.mac, "ip": node.ip,
@@ -127,6 +130,31 @@ class PlanRenderer:
             "kernel_args": "console=tty0 console=ttyS0,115200n8",
             "finish": "reboot",
         }
+        if self.image_os():
+            plan["instance_images"] = self.instance_images()
+        return plan
+
+    def image_os(self) -> bool:
+        """The image OS definition runs on the node's python3: 3.9 or later, so not on
+        wheezy's 3.2 (whose nodes get no image OS)."""
+        return not self.release.archived
+
+    def image_os_files(self) -> list[dict]:
+        """The image OS definition (API scripts, its package) and the paper's settings files
+        for the cluster file's variants: every node gets them at every install."""
+        if not self.image_os():
+            return []
+        variants = {v.name: v.settings() for v in self.cluster.instance_image.variants}
+        return [{"path": path, "mode": mode, "content": content}
+                for path, mode, content in osdir.scripts() + osdir.configuration(variants)]
+
+    def instance_images(self) -> list[dict]:
+        """Where the node fetches each instance image from, and where it puts it."""
+        base = f"{self.cluster.provisioning.base_url}/{INSTANCE_IMAGES}"
+        folder = ossettings.SETTINGS["IMAGE_DIR"].default
+        return [{"url": f"{base}/{i.filename}", "checksum_url": f"{base}/{i.filename}.sha256",
+                 "path": f"{folder}/{i.filename}"}
+                for i in self.cluster.instance_image.images]
 
     def _install(self) -> dict:
         base = self.cluster.provisioning.base_url

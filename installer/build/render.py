@@ -6,6 +6,7 @@ cluster file or a template fault leaves no half-written output behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -130,13 +131,42 @@ def render(cluster: Cluster, outdir: str) -> list[str]:
     stage = tempfile.mkdtemp(prefix=".render-", dir=parent)
     try:
         written = write_plans(plans, stage)
+        written += write_instance_images(cluster, stage)
         written += pxe.render_pxe(cluster, stage, plans=plans)
         # dnsmasq names its TFTP root by absolute path: OUTDIR's, not the stage's.
         written += dnsmasq.render_dnsmasq(cluster, stage, final_outdir=outdir)
         _install(stage, outdir, written)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    if not cluster.instance_image.images:   # none any more: the old copies must go
+        shutil.rmtree(os.path.join(outdir, layout.INSTANCE_IMAGES), ignore_errors=True)
     return written
+
+
+def write_instance_images(cluster: Cluster, outdir: str) -> list[str]:
+    """OUTDIR/instance-images/<name>-<arch>.<suffix> and its .sha256, which the nodes check
+    it against (a hard link to the cluster file's image where the file system allows)."""
+    written = []
+    for image in cluster.instance_image.images:
+        rel = f"{layout.INSTANCE_IMAGES}/{image.filename}"
+        target = os.path.join(outdir, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(image.file, target)
+        except OSError:
+            shutil.copyfile(image.file, target)
+        os.chmod(target, 0o644)
+        _write(target + ".sha256", f"{_sha256(target)}  {image.filename}\n")
+        written += [rel, rel + ".sha256"]
+    return written
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _install(stage: str, outdir: str, written: list[str]) -> None:

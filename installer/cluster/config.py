@@ -12,8 +12,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 
-from installer.cluster import sizes, source
+from installer.cluster import instance_images, sizes, source
 from installer.cluster.errors import ConfigError, ConfigInvalid, quote
+from installer.cluster.instance_images import InstanceImages
 from installer.cluster.mirror import host_mirror
 from installer.cluster.releases import DEFAULT_RELEASE, RELEASES, Release
 from installer.cluster.validate import Reader, check_shape
@@ -112,6 +113,7 @@ class Cluster:
     nodes: tuple[Node, ...] = field(default_factory=tuple)
     # Ganeti's kvm parameters: the paper's, then [hypervisor.kvm]'s (name, value) pairs.
     kvm_params: tuple[tuple[str, str], ...] = ()
+    instance_image: InstanceImages = instance_images.PAPER     # the image OS's variants
 
     @property
     def fqdn(self) -> str:
@@ -179,6 +181,7 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
                       default="debootstrap" if release.archived else "image")
     # d-i's base-installer/initramfs-tools/driver-policy: every driver, or this PC's only.
     modules = r.choice("install.initramfs_modules", ("most", "dep"), default="most")
+    instance_image = instance_images.read(r)
     if errors:
         raise ConfigInvalid(errors)
     assert master is not None       # no errors: there are nodes, and the master is one
@@ -190,7 +193,8 @@ def parse(data: dict, path: str, *, host_mirror_fn=host_mirror) -> Cluster:
         master=master, hypervisors=hypervisors, management=management, public=public,
         provisioning=provisioning, storage=storage, drbd=drbd, apt=apt, ntp_servers=ntp,
         authorized_keys=authorized, root_password_hash=password, install_method=method,
-        initramfs_modules=modules, nodes=built, kvm_params=kvm_params)
+        initramfs_modules=modules, nodes=built, kvm_params=kvm_params,
+        instance_image=instance_image)
 
 
 def _master(r: Reader, nodes: list[Node]) -> str | None:

@@ -26,6 +26,10 @@ SCHEMA = {
     # Ganeti's own kvm parameter names (gnt-cluster modify -H kvm:NAME=VALUE): {str: str}
     # is a table whose keys are free and whose values are strings.
     "hypervisor": {"kvm": {str: str}},
+    "instance_image": {
+        "variants": [{"name": str, "image": str, "cdinstall": bool, "nomount": bool}],
+        "images": [{"name": str, "arch": str, "format": str, "file": str}],
+    },
 }
 
 # How messages name a TOML type, and how to write one.

@@ -8,6 +8,8 @@
                                        the active form, where each loader looks (the handoff)
     dnsmasq/{dnsmasq.conf,dnsmasq-proxy.conf,mode}   both configurations and the chosen one
     netboot/, images/, agent/, manifest.json          what `serve` publishes over HTTP
+    instance-images/<name>-<arch>.<raw|qcow2|tar>(.sha256)
+                                       the cluster file's instance images, for the nodes
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ PLANS = "plans"
 NODES = "nodes"
 TFTP = "tftp"
 MANIFEST = "manifest.json"
-SERVED = ("netboot", "images", TFTP, "agent", MANIFEST)     # everything else stays private
+INSTANCE_IMAGES = "instance-images"
+# What serve publishes; everything else stays private.
+SERVED = ("netboot", "images", TFTP, "agent", MANIFEST, INSTANCE_IMAGES)
 FORMS = ("install", "local")            # a node's PXE entry: install it, or boot its disk
 KINDS = ("ipxe", "pxelinux", "grub")    # the loaders we render entries for
 DNSMASQ_MODE = os.path.join("dnsmasq", "mode")
