@@ -162,6 +162,30 @@ def cmd_reinstall(args) -> int:
     return 0
 
 
+# -- power (issue 16) ------------------------------------------------------------------------
+
+def cmd_power(args) -> int:
+    from installer.master import power
+    cluster = _load(args.file, False)
+    if cluster is None:
+        return 1
+    result = power.switch(cluster, args.node, args.action)
+    print(escape(result.message) if result.message else f"{args.node}: {args.action}: done")
+    return 0
+
+
+def _power_parser(sub) -> None:
+    pw = sub.add_parser("power", help="switch a node on or off (Wake-on-LAN, IPMI or by hand)",
+                        description="Switch NODE the way its power key in the cluster file "
+                        "says: Wake-on-LAN on the provisioning interface (on only), its BMC "
+                        "with ipmitool (password from power.password_file), or print what "
+                        "to press (manual).")
+    pw.add_argument("file", help="the cluster file (TOML)")
+    pw.add_argument("node", help="the node's name")
+    pw.add_argument("action", choices=("on", "off", "cycle", "status"))
+    pw.set_defaults(func=cmd_power)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ganeti-installer",
@@ -236,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
     ri.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
     ri.add_argument("--url", help="the master's base URL (default: from the cluster file)")
     ri.set_defaults(func=cmd_reinstall)
+    _power_parser(sub)
     return p
 
 

@@ -145,6 +145,12 @@ PLAUSIBLE = {
     "servers": _list(st.sampled_from(["0.debian.pool.ntp.org", "ntp", "-x", "a..b"])),
     "authorized_keys": _list(ssh_key, 3), "password_hash": hashes,
     "role": st.sampled_from(["candidate", "regular", "master"]),
+    "power": st.one_of(
+        st.sampled_from(["wol", "manual", "ipmi", "WOL", ""]),
+        st.fixed_dictionaries({"ipmi": st.sampled_from(["192.168.20.50", "bmc1", "-x", ""]),
+                               "user": st.sampled_from(["ADMIN", "a b", "u" * 17]),
+                               "password_file": st.sampled_from(["/etc/bmc", "pw", "/a/../b"])},
+                              optional={"port": st.integers(-1, 70000)})),
 }
 scalar = st.one_of(
     st.text(max_size=40), st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=200),
