@@ -13,7 +13,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 
-from installer.agent import journal
+from installer.agent import journal, rules
 from installer.agent.diskprobe import partition_path
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -29,12 +29,19 @@ class DiskState:
     signatures: dict[str, list[str]] = field(default_factory=dict)    # device -> wipefs TYPEs
     fstypes: dict[str, str] = field(default_factory=dict)             # device -> blkid TYPE
     files: dict[str, dict[str, str]] = field(default_factory=dict)    # device -> {path: text}
+    ptuuid: str = ""                                                  # the GPT disk GUID
+
+
+def marker(plan: dict) -> str:
+    """The disk GUID an install of `plan` writes."""
+    return rules.disk_guid(plan["cluster"]["name"], journal.plan_hash(plan))
 
 
 def ours(devnode: str, plan: dict, *, journal_done: list[str] | None = None) -> DiskState:
     """A disk laid out by an earlier install of `plan` (cut after mkfs): every partition with
-    its gi- name and planned size, the file systems made, and root's journal if given."""
-    state = DiskState(devnode)
+    its gi- name and planned size, the plan's disk GUID, the file systems made, and root's
+    journal if given."""
+    state = DiskState(devnode, ptuuid=marker(plan))
     for a in plan["storage"]["actions"]:
         if a["type"] == "partition":
             state.parts.append((a["number"], a["size"] or 40 * GiB, f"gi-{a['id']}"))
@@ -81,6 +88,9 @@ class FakeNode:
             return 0, "".join(f"  {vg} {pv}\n" for vg, pv in self.vgs)
         if argv[:2] == ["blkid", "-p"]:
             tag = argv[argv.index("--match-tag") + 1]
+            if tag == "PTUUID":
+                value = disk.ptuuid if disk and dev == disk.devnode else ""
+                return (0, value + "\n") if value else (2, "")
             fstype = disk.fstypes.get(dev, "") if disk else ""
             value = fstype if tag == "TYPE" else (f"uuid-of-{dev[5:]}" if fstype else "")
             return (0, value + "\n") if value else (2, "")
