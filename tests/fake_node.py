@@ -59,6 +59,11 @@ def ours(devnode: str, plan: dict, *, journal_done: list[str] | None = None) -> 
     return state
 
 
+def partuuid(disk: str, number: int) -> str:
+    """A partition's GPT GUID on the fake disk: made up, but fixed per partition."""
+    return f"{number:08x}-0000-4000-8000-{len(disk):012x}"
+
+
 class FakeNode:
     """`subprocess.run` over DiskStates and LVM's view (vg, pv) pairs."""
 
@@ -67,6 +72,7 @@ class FakeNode:
         self.disks = {d.devnode: d for d in disks}
         self.vgs, self.installed, self.free = list(vgs), list(installed), free
         self.ran: list[list[str]] = []
+        self.efi = "BootCurrent: 0001\nBootOrder: 0001,0002\nBoot0001* UEFI PXEv4\n"
 
     def _device(self, dev: str) -> tuple[DiskState | None, str]:
         for d in self.disks.values():
@@ -77,6 +83,9 @@ class FakeNode:
     def answer(self, argv: list[str]) -> tuple[int, str]:
         cmd, dev = argv[0], argv[-1]
         disk, _ = self._device(dev)
+        if argv[:2] == ["partx", "--raw"] and "NR,UUID,NAME" in argv:
+            return 0, "".join(f"{n} {partuuid(dev, n)} {name}\n" for n, _, name in disk.parts) \
+                if disk else ""
         if argv[:2] == ["partx", "--raw"]:
             return 0, "".join(f"{n} {size} {name}\n" for n, size, name in disk.parts) \
                 if disk else ""
@@ -106,7 +115,8 @@ class FakeNode:
         if argv[:2] == ["blockdev", "--getss"]:
             return 0, "512\n"
         if cmd == "efibootmgr":
-            return 0, "BootCurrent: 0001\nBootOrder: 0001,0002\nBoot0001* UEFI PXEv4\n"
+            return 0, self.efi
+
         if cmd == "dpkg-query" or argv[::2][:2] == ["chroot", "dpkg-query"]:  # or on / itself
             return 0, "".join(f"{p} install ok installed\n" for p in self.installed)
         raise AssertionError(f"the fake node does not know the command {argv}: a dry run "
