@@ -169,8 +169,8 @@ def cmd_power(args) -> int:
     cluster = _load(args.file, False)
     if cluster is None:
         return 1
-    result = power.switch(cluster, args.node, args.action)
-    print(escape(result.message) if result.message else f"{args.node}: {args.action}: done")
+    said = power.switch(cluster, args.node, args.action).message or f"{args.action}: done"
+    print(escape(said if said.startswith(args.node) else f"{args.node}: {said}"))
     return 0
 
 

@@ -101,3 +101,15 @@ def test_free_number_is_the_first_unused():
     _, entries = efiboot.parse(OVMF)
     assert efiboot.free_number(entries) == "0005"
     assert efiboot.free_number({}) == "0000"
+
+
+def test_no_entries_at_all_changes_nothing_and_says_why(monkeypatch):
+    said = []
+    node = FakeNode(DiskState(DISK, parts=[(2, 512 << 20, "gi-esp")]))
+    node.efi = "EFI variables are not supported on this system.\n"
+    monkeypatch.setattr(subprocess, "run", node.run)
+    run = Runner(dry_run=True, log=said.append)
+    efiboot.keep_network_first(run, DISK)
+    assert run.commands == []
+    assert said == ["UEFI: efibootmgr lists no boot entries (EFI variables are not supported "
+                    "on this system.); BootOrder left as it is"]

@@ -127,6 +127,14 @@ def test_a_password_file_others_can_read_is_refused_before_ipmitool(tmp_path):
     assert ran == []
 
 
+def test_the_command_prints_what_to_press_for_a_manual_node(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(with_power(node3="manual")))
+    assert cli.main(["power", str(path), "node3", "on"]) == 0
+    assert capsys.readouterr().out == \
+        "node3 (MAC 52:54:00:20:02:24) is switched by hand: switch it on\n"
+
+
 def test_an_unknown_node_is_named_with_the_known_ones(tmp_path, capsys):
     path = tmp_path / "c.toml"
     path.write_text(tomli_w.dumps(example_data()))

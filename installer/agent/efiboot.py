@@ -96,6 +96,10 @@ def keep_network_first(run: Runner, disk: str) -> None:
     """BootOrder: network, this disk, the rest; an entry for the disk's ESP if none."""
     out = run.read(["efibootmgr", "-v"], check=False)
     order, entries = parse(out)
+    if not entries:     # efivarfs not there, or efibootmgr failed: nothing to go by
+        run.log(f"UEFI: efibootmgr lists no boot entries ({out.strip()[-200:] or 'no output'})"
+                "; BootOrder left as it is")
+        return
     network = network_entries(order, entries)
     if not network:
         # Nothing to put first: the firmware has no network boot enabled. Say so; the
