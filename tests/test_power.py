@@ -81,6 +81,17 @@ def test_a_wrong_power_key_is_refused_naming_node_and_fix(value, error):
     assert errors_of(with_power(node1=value))[0] == error
 
 
+def test_validate_prints_the_power_error_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "cluster.toml"
+    path.write_text(tomli_w.dumps(with_power(node2={"ipmi": "10.0.0.9", "user": "ADMIN",
+                                                    "password_file": "hunter2"})))
+    assert cli.main(["render", str(path), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {path}: nodes[1].power.password_file: 'hunter2' is not an absolute " \
+           "file path; write the absolute path of a file (mode 0600)" in err
+    assert "1 error(s)" in err and not (tmp_path / "out").exists()
+
+
 def test_two_nodes_cannot_share_one_bmc():
     bmc = {"ipmi": "192.168.20.124", "user": "ADMIN", "password_file": "/etc/gi/bmc"}
     assert errors_of(with_power(node1=bmc, node3=bmc)) == [
