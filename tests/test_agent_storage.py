@@ -174,6 +174,16 @@ def test_our_install_with_another_vg_on_its_partition_is_refused(plan, monkeypat
         dry_run(plan, node, [sata()], monkeypatch)
 
 
+def test_our_install_with_an_mdraid_member_on_a_partition_is_refused(plan, monkeypatch):
+    earlier = dict(plan, report=dict(plan["report"], token="the-last-install's"))
+    state = ours("/dev/sda", earlier)
+    state.signatures["/dev/sda5"] = ["linux_raid_member"]
+    node = FakeNode(state)
+    with pytest.raises(storage.ForeignData, match=r"/dev/sda5: linux_raid_member \(gi-pv0\)\); "
+                                                  r"nothing was written"):
+        dry_run(plan, node, [sata()], monkeypatch)
+
+
 def test_on_disk_tells_a_disks_partitions_from_another_disks():
     assert diskprobe.on_disk("/dev/sda5", "/dev/sda") and diskprobe.on_disk("/dev/sda", "/dev/sda")
     assert diskprobe.on_disk("/dev/nvme0n1p5", "/dev/nvme0n1")

@@ -37,6 +37,12 @@ def signatures(run: Runner, device: str) -> List[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+# What an install of ours leaves: GPT on the disk; vfat, swap, ext4 and an LVM PV on its
+# partitions. Anything else (an mdraid member, a LUKS header, NTFS) someone else put there.
+DISK_SIGNATURES = {"gpt", "PMBR"}
+MADE = {"vfat", "swap", "ext4", "LVM2_member"}
+
+
 def owner(run: Runner, disk: str, marker: str = "", vg: str = "") -> str:
     """Whose the disk is: 'blank'; 'ours' (this install's: every partition named by the
     agent, the disk GUID `marker`); 'earlier' (an earlier install for this cluster: same
@@ -51,15 +57,17 @@ def owner(run: Runner, disk: str, marker: str = "", vg: str = "") -> str:
     if named and marker and guid == marker.lower():
         return "ours"
     others = sorted({g for pv, g in physical_volumes(run) if on_disk(pv, disk) and g != vg})
-    if named and marker and rules.same_cluster(guid, marker) and not others:
+    kinds = {p["path"]: signatures(run, p["path"]) for p in parts}
+    strange = (set(found) - DISK_SIGNATURES) | ({k for ks in kinds.values() for k in ks} - MADE)
+    if named and marker and rules.same_cluster(guid, marker) and not others and not strange:
         return "earlier"
     what = [f"{disk}: {', '.join(found)}"] if found else []
     for p in parts:
-        kinds = ", ".join(signatures(run, p["path"])) or "partition"
-        what.append(f"{p['path']}: {kinds} ({p['partlabel'] or 'no name'})")
+        what.append(f"{p['path']}: {', '.join(kinds[p['path']]) or 'partition'} "
+                    f"({p['partlabel'] or 'no name'})")
     if others:
         what.append(f"volume group {', '.join(others)}")
-    elif named:
+    elif named and not strange:
         what.append("another cluster's install, or one older than the disk marker")
     return "; ".join(what)
 
