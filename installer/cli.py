@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -270,6 +271,181 @@ def _rebuild_parser(sub) -> None:
     rb.set_defaults(func=cmd_rebuild)
 
 
+def _iso_target(args) -> tuple[str, str | None]:
+    """serve's URL and its state directory (None when neither --state nor --outdir says)."""
+    from installer.master import statedir
+    cluster = _load(args.cluster, False) if args.cluster else None
+    if args.cluster and cluster is None:
+        raise InstallerError(f"cannot read {args.cluster}")
+    url = args.url or (cluster.provisioning.base_url if cluster else None)
+    if not url:
+        raise InstallerError("where is serve? give --url http://ADDRESS:PORT or --cluster "
+                             "FILE (its network.provisioning address and http_port)")
+    state_dir = args.state or (statedir.default(cluster, args.outdir)
+                               if cluster and args.outdir else None)
+    return url.rstrip("/"), state_dir
+
+
+def _iso_token(state_dir: str | None) -> str:
+    from installer.master import statedir
+    if state_dir is None:
+        raise InstallerError("iso add and remove need serve's admin token: name serve's "
+                             "state directory with --state DIR (or --cluster FILE --outdir "
+                             "OUTDIR, as serve got them)")
+    return statedir.admin_token(state_dir, create=False)
+
+
+def cmd_iso_add(args) -> int:
+    import os
+
+    from installer.master import isos, status
+    files = [os.path.abspath(f) for f in args.files]
+    for path in files:          # the quick refusals here; serve checks all again
+        isos.readable(path)
+        isos.check_name(os.path.basename(path), path)
+    url, state_dir = _iso_target(args)
+    result = status.iso_request("POST", f"{url}/api/v1/isos", _iso_token(state_dir),
+                                {"files": files, "copy": args.copy, "rate_mbps": args.rate})
+    if args.json:
+        print(json.dumps(result, indent=2))
+    for iso in [] if args.json else result["isos"]:
+        print(f"{iso['name']} (sha256 {iso['sha256']}, {iso['size']} bytes):")
+        for node in iso["nodes"] or [{"node": "-", "ok": True, "message": "no joined node "
+                                      "yet: each gets it when it joins"}]:
+            print(f"  {node['node']}: {'ok' if node['ok'] else 'FAILED'}: {node['message']}")
+    return 0 if result["ok"] else 1
+
+
+def cmd_iso_list(args) -> int:
+    from installer.master import status
+    url, _ = _iso_target(args)
+    items = status.isos(url)
+    if args.json:
+        print(json.dumps(items, indent=2))
+    else:
+        print("\n".join(status.iso_lines(items)[1:]) or "no ISOs: ganeti-installer iso add "
+              "FILE")
+    return 0
+
+
+def cmd_iso_remove(args) -> int:
+    from installer.master import isos, status
+    isos.check_name(args.name)
+    url, state_dir = _iso_target(args)
+    result = status.iso_request("DELETE", f"{url}/api/v1/isos/{args.name}",
+                                _iso_token(state_dir))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["removed"]:
+        print(f"{args.name}: removed from every joined node and from serve")
+    else:
+        print(f"{args.name}: still on {', '.join(result['failed'])} (see ganeti-installer "
+              f"status); run iso remove {args.name} again", file=sys.stderr)
+    return 0 if result["removed"] else 1
+
+
+def _iso_parser(sub) -> None:
+    i = sub.add_parser("iso", help="the cluster's ISO images at /iso on every joined node",
+                       description="Add, list and remove the ISO images every joined node "
+                       "keeps at /iso/<name> (a node that joins later gets them at its "
+                       "join). Runs on the serving host through the running serve, with the "
+                       "admin token from its state directory.")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--url", help="serve's base URL (default: from --cluster)")
+    where.add_argument("--cluster", metavar="FILE", help="the cluster file serve runs with")
+    where.add_argument("--outdir", help="the OUTDIR serve serves (for the default --state)")
+    where.add_argument("--state", metavar="DIR", help="serve's state directory")
+    where.add_argument("--json", action="store_true", help="print JSON")
+    isub = i.add_subparsers(dest="iso_command", required=True, metavar="ACTION")
+    a = isub.add_parser("add", parents=[where], help="send ISO files to every joined node",
+                        description="Send each FILE to /iso/<its file name> on every joined "
+                        "node: by multicast (uftp) to all at once, checked by sha256 on each "
+                        "node before it takes its name; a node the multicast misses gets a "
+                        "plain SSH copy (the automatic fallback). Exit 1 if a node failed.")
+    a.add_argument("files", nargs="+", metavar="FILE", help="an ISO image")
+    a.add_argument("--copy", action="store_true",
+                   help="no multicast: one SSH copy per node (as gnt-cluster copyfile)")
+    a.add_argument("--rate", type=int, metavar="MBIT", default=None,
+                   help="multicast send rate in Mbit/s (default 900, for a gigabit "
+                   "management LAN; about 90 %% of the slowest node's link)")
+    a.set_defaults(func=cmd_iso_add)
+    ls = isub.add_parser("list", parents=[where], help="the ISOs and their state per node")
+    ls.set_defaults(func=cmd_iso_list)
+    rm = isub.add_parser("remove", parents=[where], help="remove an ISO from every node")
+    rm.add_argument("name", help="the ISO's name (as iso list shows it)")
+    rm.set_defaults(func=cmd_iso_remove)
+
+
+def _stick_plans(cluster: config.Cluster, outdir: str, state_dir: str,
+                 names: list[str]) -> dict[str, dict]:
+    """Each node's plan as serve would hand it out: its report token from the state
+    directory (made there if serve never ran), the serving host's key in authorized_keys.
+    The node's reports then wait in its outbox until serve, with this state, takes them."""
+    import types
+
+    from installer.master import api, state, statedir
+    statedir.prepare(state_dir)
+    key = statedir.serve_key(state_dir, f"ganeti-installer@{cluster.fqdn}")
+    db = state.open_state(state_dir)
+    try:
+        db.sync_nodes(cluster)
+        rows = {row.name: row for row in db.nodes()}
+    finally:
+        db.close()
+    svc = types.SimpleNamespace(outdir=outdir, serve_key=key)
+    return {name: api._plan_for(svc, rows[name]) for name in names}  # type: ignore[arg-type]
+
+
+def cmd_usb(args) -> int:
+    from installer.build import stickdevice, usb
+    from installer.master import statedir
+    cluster = _load(args.file, False)
+    if cluster is None:
+        return 1
+    if not args.output and not args.device:
+        raise InstallerError("where should the stick go? give --output stick.img (a file "
+                             "to dd onto a stick) or --device /dev/sdX (the stick)")
+    names = [n.name for n in cluster.nodes]
+    if args.node and args.node not in names:
+        raise InstallerError(f"no node '{args.node}' in {args.file}: use one of "
+                             f"{', '.join(names)}")
+    usb.check_tools()
+    state_dir = args.state or statedir.default(cluster, args.outdir)
+    plans_dir = os.path.join(args.outdir, "plans")
+    if not os.path.isdir(plans_dir):
+        raise InstallerError(f"{plans_dir} is missing: run ganeti-installer build "
+                             f"{args.file} {args.outdir} first")
+    if args.device:     # checked before the state directory or any file is touched
+        sized = usb.contents(args.outdir, _rendered_plans(args, names))
+        stickdevice.check(args.device, usb.image_bytes(sized))
+    stick = usb.contents(args.outdir, _stick_plans(cluster, args.outdir, state_dir,
+                                                   [args.node] if args.node else names))
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.outdir)),
+                                         f".{cluster.name}-stick.img")
+    try:
+        digest = usb.build(stick, output)
+        os.chmod(output, 0o600)     # it carries the nodes' report tokens
+        print(f"stick image {output}: {os.path.getsize(output) >> 20} MiB, sha256 {digest}, "
+              f"{len(stick.nodes)} node(s): {', '.join(n for n, _ in stick.nodes)}")
+        if args.device:
+            stickdevice.write(output, args.device)
+            print(f"{args.device}: written; it boots BIOS and UEFI PCs and installs them "
+                  "with no network")
+    finally:
+        if not args.output and os.path.exists(output):
+            os.unlink(output)       # the image only went to the device
+    return 0
+
+
+def _rendered_plans(args, names: list[str]) -> dict[str, dict]:
+    """The plans as render wrote them (no token yet): enough to size the stick."""
+    plans = {}
+    for name in [args.node] if args.node else names:
+        with open(os.path.join(args.outdir, "plans", f"{name}.json"), encoding="utf-8") as f:
+            plans[name] = json.load(f)
+    return plans
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ganeti-installer",
@@ -346,6 +522,24 @@ def parser() -> argparse.ArgumentParser:
     ri.set_defaults(func=cmd_reinstall)
     _power_parser(sub)
     _rebuild_parser(sub)
+    _iso_parser(sub)
+
+    u = sub.add_parser("usb", help="make the install stick: BIOS and UEFI, installs offline",
+                       description="A disk image (or a stick, with --device) that boots BIOS "
+                       "and UEFI PCs into the netboot image and installs them with no network "
+                       "from the plans and OS image on it: the PC's plan is chosen by its MAC, "
+                       "or in the boot menu. Each plan carries its node's report token (from "
+                       "the state directory): keep the stick as a secret.")
+    u.add_argument("file", help="the cluster file (TOML)")
+    u.add_argument("outdir", help="the OUTDIR build wrote (netboot and OS images, plans)")
+    u.add_argument("--output", metavar="FILE", help="the stick image to write (dd it onto "
+                   "a stick)")
+    u.add_argument("--device", metavar="DEV", help="write onto this stick (a whole, removable "
+                   "or USB disk with nothing mounted), e.g. /dev/sdb")
+    u.add_argument("--node", help="a stick for this node only (default: every node)")
+    u.add_argument("--state", metavar="DIR", help="serve's state directory, where the tokens "
+                   "are (default: as serve)")
+    u.set_defaults(func=cmd_usb)
     return p
 
 

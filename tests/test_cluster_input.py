@@ -221,6 +221,28 @@ def test_value_of_the_wrong_type(tmp_path, capsys, key, value, words):
     assert words in line
 
 
+@pytest.mark.parametrize("name,value,words", [
+    ("kvm_path", "/usr/bin/x,y", "cannot be given to gnt-cluster modify -H"),
+    ("kvm_path", "-enable-kvm", "cannot be given to gnt-cluster modify -H"),
+    ("Bad-Name", "x", "is not a Ganeti kvm parameter name"),
+])
+def test_kvm_parameter_that_ganeti_cannot_take(tmp_path, capsys, name, value, words):
+    line = _error(tmp_path, capsys, {f"hypervisor.kvm.{name}": value},
+                  f"hypervisor.kvm.{name}", words)
+    assert "gnt-cluster info" in line or "no comma" in line
+
+
+def test_kvm_parameters_need_kvm(tmp_path, capsys):
+    _error(tmp_path, capsys, {"cluster.hypervisors": ["fake"],
+                              "hypervisor.kvm.kvm_path": "/usr/bin/qemu-system-x86_64"},
+           "hypervisor.kvm", "kvm is not in cluster.hypervisors", 'add "kvm"')
+
+
+def test_kvm_parameter_of_the_wrong_type(tmp_path, capsys):
+    _error(tmp_path, capsys, {"hypervisor.kvm.kvm_path": 5}, "hypervisor.kvm.kvm_path",
+           "expected a string")
+
+
 def test_size_bound_and_overflow(tmp_path, capsys):
     _error(tmp_path, capsys, {"storage.root": "100TiB"}, "storage.root", "100 TiB is too large",
            "use at most 1 TiB")

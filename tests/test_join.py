@@ -29,7 +29,7 @@ from installer.master.join.errors import JoinError, JoinKind
 from installer.master.join.joiner import Joiner
 from installer.master.join.remote import Remote
 from installer.master.nodes import NodeState
-from tests.conftest import load_example
+from tests.conftest import cluster_from, example_data, load_example
 
 NODES = {"node1": "127.0.0.2", "node2": "127.0.0.3", "node3": "127.0.0.4"}
 
@@ -51,6 +51,15 @@ def test_command_lines_are_the_papers(example):
     assert shlex.join(gnt.add_argv(cluster.node("node2"), readd=False)) == PAPER_ADD
     assert gnt.add_argv(cluster.node("node2"), readd=True) == \
         ["gnt-node", "add", "--readd", "node2.project.edu"]
+
+
+def test_kvm_parameters_of_the_cluster_file_go_over_the_papers():
+    data = example_data()
+    data["hypervisor"] = {"kvm": {"kvm_path": "/usr/bin/qemu-system-x86_64",
+                                  "vnc_bind_address": "192.168.20.222"}}
+    assert gnt.modify_argv(cluster_from(data)) == [
+        "gnt-cluster", "modify", "-H", "kvm:kernel_path=,initrd_path=,"
+        "vnc_bind_address=192.168.20.222,kvm_path=/usr/bin/qemu-system-x86_64"]
 
 
 def test_command_lines_follow_the_cluster_file():

@@ -11,14 +11,18 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 
-from installer.agent import client, clock, cmdline, planschema, retry
+from installer.agent import client, clock, cmdline, planschema, retry, rules
 from installer.agent.version import __version__
 
 NO_PLAN = ("no plan: the kernel command line has no installer.plan=<URL> and no boot medium "
            "carries a plan. Boot this machine from the master's PXE entry for its MAC, or add "
            "installer.plan=http://<master>:<port>/api/v1/plans/<mac as 52-54-00-..> to the "
            "kernel command line.")
+
+
+STICK_PAUSE = 10    # seconds to pull the stick before the reboot, so the PC boots its disk
 
 
 def _kernel_cmdline() -> str:
@@ -54,6 +58,12 @@ def _load(source: str) -> tuple[dict, str | None]:
     """The plan, and the master's Date header when it came from the master."""
     if source.startswith(("http://", "https://")):
         return client.fetch_plan(source)
+    if source.startswith(rules.STICK_SCHEME):     # the install stick: no master, no network
+        from installer.agent import install, stick
+        try:
+            return stick.load_plan(source, install.local_macs(), log=_say), None
+        except stick.StickError as e:
+            raise ValueError(str(e)) from None
     with open(source, encoding="utf-8") as f:
         return json.load(f), None
 
@@ -101,13 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     if not args.dry_run:
         clock.follow(clock.master_time(date), log=lambda line: print(line, flush=True))
+    args.offline = source.startswith(rules.STICK_SCHEME)
     return _install(plan, args, waits)
 
 
 def _install(plan: dict, args, waits: list[str]) -> int:
     from installer.agent.install import Installer
 
-    reporter = client.Reporter(plan["report"]["url"], plan["report"].get("token"))
+    # Offline (the install stick): no report is sent now, each waits in the outbox on the
+    # target, and the installed node delivers them once a master runs (booted.py).
+    offline = getattr(args, "offline", False)
+    reporter = client.Reporter(plan["report"]["url"], plan["report"].get("token"),
+                               attempts=0 if offline else 3)
+    if offline:
+        print("installing from the stick: no network; reports wait on the node for the "
+              "master", flush=True)
     reporter.notes = waits
     retry.default.on_wait = reporter.waited     # status shows how long the node waited
     inst = Installer(plan, reporter, target=args.target, dry_run=args.dry_run,
@@ -128,6 +146,9 @@ def _install(plan: dict, args, waits: list[str]) -> int:
     if not args.first_boot:
         inst.unmount()
     print(f"installed {plan['node']['fqdn']}", flush=True)
+    if offline and not args.no_reboot:
+        print(f"remove the stick; rebooting in {STICK_PAUSE} s", flush=True)
+        time.sleep(STICK_PAUSE)
     if not args.no_reboot:
         # The netboot system lives in RAM and the target is unmounted and synced: nothing
         # needs an orderly shutdown (--force skips stopping each unit, seconds on an old PC).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import os
 import re
 import subprocess
 from typing import IO, Callable, List, Optional, Tuple, cast
@@ -59,6 +60,56 @@ class Pipeline:
         self.finish()
 
 
+class Progress:
+    """The image write on the console, every tenth of the image: 'os image: 40% (...)'."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.said = log, 0
+
+    def at(self, done: int, size: Optional[int]) -> None:
+        if not size:
+            return
+        tenth = min(10, done * 10 // size)
+        if tenth > self.said:
+            self.said = tenth
+            self.log(f"os image: {tenth * 10}% written ({done >> 20} of {size >> 20} MiB)")
+
+
+class LocalImage:
+    """The OS image from a file (the install stick's) into the same pipeline; no network."""
+
+    def __init__(self, path: str, device: str, *, log: Callable[[str], None] = print):
+        self.path, self.device, self.log = path, device, log
+
+    def run(self) -> str:
+        """Write the image; its sha256 (hex). InstallError if it cannot be read or written."""
+        digest, progress, done = hashlib.sha256(), Progress(self.log), 0
+        try:
+            size = os.path.getsize(self.path)
+            source = open(self.path, "rb")
+        except OSError as e:
+            raise InstallError(f"cannot read the OS image {self.path}: {e.strerror}") from None
+        pipe = Pipeline(self.device)
+        with source:
+            try:
+                for chunk in iter(lambda: source.read(CHUNK * 16), b""):
+                    digest.update(chunk)
+                    pipe.write(chunk)
+                    done += len(chunk)
+                    progress.at(done, size)
+            except BrokenPipeError:
+                pass    # zstd or dd died: their exit status says why
+            except OSError as e:
+                pipe.abort()
+                raise InstallError(f"reading the OS image {self.path} failed at byte "
+                                   f"{done}: {e.strerror}; the stick may be failing") from None
+        for name, err, code in pipe.finish():
+            if code != 0:
+                raise InstallError(f"writing {self.path} to {self.device} failed in {name} "
+                                   f"(exit {code}): {err[-400:]}")
+        return digest.hexdigest()
+
+
 class ImageFetch:
     def __init__(self, url: str, device: str, *, log: Callable[[str], None] = print,
                  waiter: Optional[retry.Waiter] = None):
@@ -71,6 +122,7 @@ class ImageFetch:
         self.resumes = self.restarts = 0
         self.digest = hashlib.sha256()
         self.pipe: Pipeline     # started by run()
+        self.progress = Progress(log)
 
     def run(self) -> str:
         """Write the image; its sha256 (hex). InstallError if it cannot be had or written."""
@@ -113,6 +165,7 @@ class ImageFetch:
                 self.digest.update(chunk)
                 self.pipe.write(chunk)
                 self.offset += len(chunk)
+                self.progress.at(self.offset, self.size)
         if self.size is not None and self.offset < self.size:
             raise http.client.IncompleteRead(b"", self.size - self.offset)
 
@@ -157,6 +210,7 @@ class ImageFetch:
         self.pipe.abort()
         self.pipe = Pipeline(self.device)
         self.digest = hashlib.sha256()
+        self.progress = Progress(self.log)
         self.offset, self.size, self.validator = 0, None, None
 
 

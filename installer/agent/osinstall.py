@@ -44,9 +44,17 @@ def write_rootfs(image: dict, device: str, runner: Runner,
     the time of writing the same bytes. zstd into dd with direct I/O, as `dd` from a USB
     stick would: the page cache would only hold the bytes until the sync. A stream the
     master cuts resumes where it stopped (imagefetch)."""
-    want = expected_sha256(image["checksum_url"], waiter)
+    if image.get("path"):   # the install stick's copy: no network
+        want = local_sha256(image["path"] + ".sha256")
+    else:
+        want = expected_sha256(image["checksum_url"], waiter)
     runner.commands.append(["zstd", "-dc", "|", "dd", f"of={device}"])
-    if not runner.dry_run:
+    if not runner.dry_run and image.get("path"):
+        got = imagefetch.LocalImage(image["path"], device, log=runner.log).run()
+        if got != want:
+            raise InstallError(f"the OS image {image['path']} is corrupt: sha256 {got}, "
+                               f"its .sha256 file says {want}; make the stick again")
+    elif not runner.dry_run:
         fetch = imagefetch.ImageFetch(image["url"], device, log=runner.log, waiter=waiter)
         got = fetch.run()
         runner.log(fetch.summary())
@@ -57,6 +65,18 @@ def write_rootfs(image: dict, device: str, runner: Runner,
     runner.change(["tune2fs", "-U", "random", device])
     runner.change(["resize2fs", device])
     return want
+
+
+def local_sha256(path: str) -> str:
+    """The checksum in a .sha256 file beside a local image (the stick's)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            value = (f.read().split() or [""])[0]
+    except (OSError, ValueError) as e:
+        raise InstallError(f"cannot read the image checksum {path}: {e}") from None
+    if len(value) != 64:
+        raise InstallError(f"{path} holds no sha256 checksum")
+    return value
 
 
 UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"

@@ -12,6 +12,14 @@ MAC_ANY = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}|[0-9a-f]{2}(-[0-9a-f]{2}){5}
 MIN_VG_BYTES = 20 << 30          # Ganeti refuses a smaller volume group at gnt-cluster init
 PLAN_ARG = "installer.plan"      # the kernel argument that names the plan's URL
 
+# The install stick (installer/build/usb.py makes it, installer/agent/stick.py reads it):
+# its ESP's FAT label, the folder of plans and index on it, where the agent mounts it
+# (read-only), and the plan source on the kernel command line: usb:<FAT UUID>[:<node>].
+STICK_LABEL = "GI-INSTALL"
+STICK_DIR = "ganeti-installer"
+STICK_MOUNT = "/run/ganeti-installer/stick"
+STICK_SCHEME = "usb:"
+
 # Storage: the ids the build side gives a plan's actions and the agent looks up, and the GPT
 # name the agent gives each partition it makes (`gi-<action id>`): a disk whose partitions all
 # carry that prefix is ours to re-partition.

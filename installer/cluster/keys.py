@@ -1,6 +1,6 @@
 """Every key a cluster file may hold, with the TOML type its value must have: a nested map
-is a table, [map] an array of tables, [str] a list of strings, (str, map) a string or a
-table. Unknown keys are typos until
+is a table, [map] an array of tables, [str] a list of strings, {str: str} a table of any
+keys with string values, (str, map) a string or a table. Unknown keys are typos until
 proven otherwise, and a value of the wrong type is refused before its meaning is looked at
 (see validate.check_shape). Sizes are strings ("10GiB"): a bare number has no unit."""
 
@@ -25,6 +25,9 @@ SCHEMA = {
     "nodes": [{"name": str, "mac": str, "ip": str, "role": str,
                # how `ganeti-installer power` switches the PC: "wol", "manual", or its BMC
                "power": (str, {"ipmi": str, "port": int, "user": str, "password_file": str})}],
+    # Ganeti's own kvm parameter names (gnt-cluster modify -H kvm:NAME=VALUE): {str: str}
+    # is a table whose keys are free and whose values are strings.
+    "hypervisor": {"kvm": {str: str}},
 }
 
 # How messages name a TOML type, and how to write one.

@@ -91,6 +91,11 @@ def _shape_table(value, spec, where, file, errors, refused):
     for key, item in value.items():
         shown = key if len(key) <= SHOWN_KEY else key[:SHOWN_KEY] + "…"
         at = f"{where}.{shown}" if where else shown
+        if str in spec:             # free keys: their names are checked by their reader
+            checked = _shape(item, spec[str], at, file, errors, refused)
+            if checked is not _BAD:
+                out[key] = checked
+            continue
         if key not in spec:
             close = suggest(key, spec)
             errors.append(ConfigError(file, at, "unknown key", f"did you mean '{close}'?"

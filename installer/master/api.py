@@ -6,6 +6,10 @@
                                         ?after=<id>&limit=<n>; the latest without after)
     GET  /api/v1/unknown                MACs that asked for a plan or an entry, not in the file
     POST /api/v1/nodes/<name>/reinstall back to pending and the install entry (admin token)
+    GET  /api/v1/isos                   the cluster's ISOs and their state on each node
+    POST /api/v1/isos                   {"files": [...], "copy": false, "rate_mbps": 900}: add
+                                        ISOs (admin token)
+    DELETE /api/v1/isos/<name>          remove an ISO from every node (admin token)
     GET  /<netboot|images|tftp|agent>/… and /manifest.json: files, with ranges and checksums
 
 Every refusal is a JSON object {"error": "..."} with a 4xx status, and changes nothing.
@@ -23,6 +27,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -59,6 +64,7 @@ class Service:
     joins: ThreadPoolExecutor = field(init=False)
     running: set = field(init=False, default_factory=set)
     gate: connections.Gate = field(init=False)
+    isos: Any = None        # the ISO job (isoservice.IsoService); None: no ISO routes work
 
     def __post_init__(self):
         # Connections by client address (its log is the service's, even a later one).
@@ -105,6 +111,9 @@ def make_app(service: Service) -> web.Application:
     app.router.add_post("/api/v1/nodes/{name}/events", post_event)
     app.router.add_post("/api/v1/nodes/{name}/reinstall", post_reinstall)
     app.router.add_get("/api/v1/unknown", get_unknown)
+    app.router.add_get("/api/v1/isos", get_isos)
+    app.router.add_post("/api/v1/isos", post_isos)
+    app.router.add_delete("/api/v1/isos/{name}", delete_iso)
     app.router.add_route("*", "/api/{rest:.*}", no_such_api)
     app.router.add_get("/{path:.*}", get_file)     # HEAD too
     return app
@@ -380,6 +389,63 @@ def reinstall(state: State, outdir: str, name: str) -> NodeRow:
     """Pending, new token, install entry: together or not at all."""
     return state.reinstall(name, before_commit=lambda node: handoff.set_boot(outdir, node.mac,
                                                                          "install"))
+
+
+# -- ISOs ------------------------------------------------------------------------------------
+
+def _admin(svc: Service, request: web.Request, what: str) -> web.Response | None:
+    """The refusal of a request without the admin token, or None."""
+    token, refusal = _bearer(request)
+    if refusal or token is None:
+        return refusal or error(401, f"{what} needs 'Authorization: Bearer <admin token>': "
+                                     "run ganeti-installer iso on the serving host")
+    if not secrets.compare_digest(token, svc.admin_token):
+        return error(403, "wrong admin token: it is admin.token in serve's --state directory")
+    return None
+
+
+async def get_isos(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    return await _answer(svc, svc.state.isos)
+
+
+async def post_isos(request: web.Request) -> web.Response:
+    """Runs until every node has the ISOs or failed (minutes for large ones)."""
+    svc: Service = request.app[SERVICE]
+    refusal = _admin(svc, request, "iso add")
+    if refusal:
+        return refusal
+    try:
+        body = await request.json()
+        files, copy, rate = body["files"], body.get("copy", False), body.get("rate_mbps")
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or \
+                not isinstance(copy, bool) or not (rate is None or type(rate) is int and
+                                                   0 < rate <= 100_000):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return error(400, 'send {"files": ["/abs/path.iso", ...], "copy": false, '
+                          '"rate_mbps": 900}')
+    return await _iso_job(svc, lambda: svc.isos.add(files, copy=copy, rate_mbps=rate))
+
+
+async def delete_iso(request: web.Request) -> web.Response:
+    svc: Service = request.app[SERVICE]
+    refusal = _admin(svc, request, "iso remove")
+    if refusal:
+        return refusal
+    name = request.match_info["name"]
+    return await _iso_job(svc, lambda: svc.isos.remove(name))
+
+
+async def _iso_job(svc: Service, job: Callable[[], dict]) -> web.Response:
+    """In a thread of its own (it takes long); bad input is a 400 naming the fix."""
+    if svc.isos is None:
+        return error(503, "this serve has no ISO service")
+    loop = asyncio.get_running_loop()
+    try:
+        return web.json_response(await loop.run_in_executor(None, job))
+    except InstallerError as e:
+        return error(400, str(e))
 
 
 async def no_such_api(request: web.Request) -> web.Response:

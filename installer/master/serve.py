@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from installer.cluster import layout
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
-from installer.master import api, connections, dhcp, handoff, limits, statedir
+from installer.master import api, connections, dhcp, handoff, isoservice, limits, statedir
 from installer.master.join import running
 from installer.master.join.hook import JoinHook
 from installer.master.nodes import NodeRow, NodeState
@@ -96,8 +96,11 @@ def prepare(opts: Options) -> api.Service:
     except BaseException:
         state.close()
         raise
-    hook = JoinHook(opts.cluster, opts.state_dir) if opts.join else None
+    isos = isoservice.IsoService(state, opts.state_dir, opts.cluster, log=log)
+    hook = JoinHook(opts.cluster, opts.state_dir, after_join=isos.to_node) \
+        if opts.join else None
     service = api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
+    service.isos = isos
     for node in opts.cluster.nodes:     # booted nodes report from these: the reserve is theirs
         service.gate.know(node.ip)
     return service
@@ -177,6 +180,8 @@ def stop_joins(service: api.Service, timeout: float = 30) -> None:
         time.sleep(0.1)
     if service.running:
         log(f"a join did not end within {timeout:.0f} s of being stopped")
+    if service.isos is not None:        # an iso add would hold the stop for its copy
+        service.isos.stop(timeout)
 
 
 async def _until_stopped(daemon: dhcp.Dnsmasq | None) -> int:

@@ -33,9 +33,10 @@ EVENTS_KEEP = limits.EVENTS     # a node's events kept: its oldest are dropped, 
 # -- schema -----------------------------------------------------------------------------------
 # Version 0: the release before schema versions (no user_version). Version 1: nodes.state
 # may hold only a NodeState. Version 2: events are kept to a bound per node, and the ones
-# dropped counted. A later version adds a step to MIGRATIONS and leaves these texts as they
-# are: a new database is made as version 1, then migrated like an old one.
-SCHEMA_VERSION = 2
+# dropped counted. Version 3: the cluster's ISOs and their state on each node. A later
+# version adds a step to MIGRATIONS and leaves these texts as they are: a new database is
+# made as version 1, then migrated like an old one.
+SCHEMA_VERSION = 3
 V1_STATES = ("pending", "installing", "installed", "booted", "joining", "joined", "failed")
 NODES_V1 = """CREATE TABLE {table} (
     name TEXT PRIMARY KEY,
@@ -115,8 +116,22 @@ def _v1_to_v2(db: sqlite3.Connection, path: str) -> None:
     db.execute("CREATE TABLE dropped (node TEXT PRIMARY KEY, events INTEGER NOT NULL)")
 
 
+ISO_STATES = ("sending", "present", "failed")
+
+
+def _v2_to_v3(db: sqlite3.Connection, path: str) -> None:
+    """The cluster's ISOs (serve's copy of each) and each one's state on each node."""
+    db.execute("CREATE TABLE isos (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
+               "size INTEGER NOT NULL, path TEXT NOT NULL, added REAL NOT NULL)")
+    states = ", ".join(f"'{s}'" for s in ISO_STATES)
+    db.execute("CREATE TABLE iso_nodes (iso TEXT NOT NULL, node TEXT NOT NULL, "
+               f"state TEXT NOT NULL CHECK (state IN ({states})), message TEXT NOT NULL, "
+               "updated REAL NOT NULL, PRIMARY KEY (iso, node))")
+
+
 # MIGRATIONS[v] brings a database from version v to v + 1, inside the opening transaction.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (_v0_to_v1, _v1_to_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (_v0_to_v1, _v1_to_v2,
+                                                                      _v2_to_v3)
 
 
 def _known_version(db: sqlite3.Connection, path: str) -> int:
@@ -494,6 +509,48 @@ class State:
             "SELECT * FROM unknown WHERE mac NOT IN (SELECT mac FROM nodes) "
             "ORDER BY last_seen DESC")
         return [dict(r) for r in rows]
+
+
+    # -- ISOs -------------------------------------------------------------------------------
+
+    def add_iso(self, name: str, sha256: str, size: int, path: str) -> None:
+        """A new ISO, or the same bytes again (kept as they were)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO isos VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO "
+                       "NOTHING", (name, sha256, size, path, time.time()))
+
+    def iso(self, name: str) -> dict | None:
+        rows = self._query("SELECT * FROM isos WHERE name = ?", (name,))
+        return dict(rows[0]) if rows else None
+
+    def isos(self) -> list[dict]:
+        """Every ISO with its state on each node: {"nodes": {node: {...}}}."""
+        out = []
+        for row in self._query("SELECT * FROM isos ORDER BY name"):
+            nodes = {r["node"]: {"state": r["state"], "message": r["message"],
+                                 "updated": r["updated"]}
+                     for r in self._query("SELECT * FROM iso_nodes WHERE iso = ? ORDER BY "
+                                          "node", (row["name"],))}
+            out.append(dict(row, nodes=nodes))
+        return out
+
+    def set_iso_node(self, iso: str, node: str, state: str, message: str) -> None:
+        if state not in ISO_STATES:
+            raise ValueError(f"set_iso_node: {state!r} is not one of {', '.join(ISO_STATES)}")
+        with self.transaction() as db:
+            db.execute("INSERT INTO iso_nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT (iso, node) "
+                       "DO UPDATE SET state = excluded.state, message = excluded.message, "
+                       "updated = excluded.updated", (iso, node, state, message, time.time()))
+
+    def drop_iso_node(self, iso: str, node: str) -> None:
+        """The node has the ISO no longer (removed there)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM iso_nodes WHERE iso = ? AND node = ?", (iso, node))
+
+    def remove_iso(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM iso_nodes WHERE iso = ?", (name,))
+            db.execute("DELETE FROM isos WHERE name = ?", (name,))
 
 
 # NodeRow's fields a report may change, and their columns.

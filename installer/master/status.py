@@ -1,4 +1,5 @@
-"""`status` and `reinstall` as clients of the master's API: tables for people, JSON for scripts."""
+"""`status`, `reinstall` and `iso` as clients of the master's API: tables for people, JSON for
+scripts."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ class Unreachable(Exception):
 
 def fetch(url: str) -> dict:
     """{"nodes": [...], "unknown": [...]} from the API at base URL `url`."""
-    return {"nodes": _get(f"{url}/api/v1/nodes"), "unknown": _get(f"{url}/api/v1/unknown")}
+    return {"nodes": _get(f"{url}/api/v1/nodes"), "unknown": _get(f"{url}/api/v1/unknown"),
+            "isos": isos(url)}
 
 
 def _get(url: str):
@@ -58,6 +60,7 @@ def table(status: dict, now: float | None = None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
+    lines += iso_lines(status.get("isos", []), now)
     if status["unknown"]:
         lines += ["", "Machines not in the cluster file (add one under [[nodes]] with its "
                       "mac, run render and restart serve to install it):"]
@@ -102,4 +105,49 @@ def reinstall(url: str, name: str, admin_token: str) -> dict:
     if resp.status_code != 200:
         raise InstallerError(f"the master refused the reinstall of {name}: HTTP "
                              f"{resp.status_code} {_reason(resp)}")
+    return resp.json()
+
+
+# -- ISOs -------------------------------------------------------------------------------------
+
+def isos(url: str) -> list:
+    """The cluster's ISOs and their state per node ([] from a serve that has none)."""
+    try:
+        resp = requests.get(f"{url}/api/v1/isos", timeout=10)
+    except requests.RequestException:
+        return _get(f"{url}/api/v1/isos")       # says why, as every other read
+    return resp.json() if resp.status_code == 200 else []
+
+
+def iso_lines(items: list, now: float | None = None) -> list[str]:
+    """One line per ISO and node: its state there and the last word on it."""
+    now = time.time() if now is None else now
+    if not items:
+        return []
+    rows = [("ISO", "NODE", "STATE", "UPDATED", "MESSAGE")]
+    for iso in items:
+        if not iso["nodes"]:
+            rows.append((iso["name"], "-", "no node yet", "-", ""))
+        for node, st in iso["nodes"].items():
+            message = " ".join(st["message"].split())
+            if len(message) > MESSAGE_WIDTH:
+                message = message[:MESSAGE_WIDTH - 1] + "…"
+            rows.append((iso["name"], node, st["state"], ago(now - st["updated"]), message))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [""] + ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                   for r in rows]
+
+
+def iso_request(method: str, url: str, admin_token: str, body: dict | None = None) -> dict:
+    """An admin ISO request; waits as long as the transfer takes. A refusal becomes
+    InstallerError with serve's reason."""
+    try:
+        resp = requests.request(method, url, json=body, timeout=(10, None),
+                                headers={"Authorization": f"Bearer {admin_token}"})
+    except requests.RequestException as e:
+        raise InstallerError(f"cannot reach serve at {url} ({type(e).__name__}): iso runs "
+                             "through the running ganeti-installer serve; start it, or name "
+                             "its address with --url http://ADDRESS:PORT") from None
+    if resp.status_code != 200:
+        raise InstallerError(f"serve refused: HTTP {resp.status_code}: {_reason(resp)}")
     return resp.json()

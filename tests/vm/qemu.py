@@ -55,6 +55,8 @@ class VM:
     append: str | None = None
     disks: list[Path] = field(default_factory=list)
     usb_disks: list[Path] = field(default_factory=list)     # removable: USB sticks
+    stick: Path | None = None   # a raw install stick on USB, booted first (bootindex 0)
+    extra: list[str] = field(default_factory=list)          # more QEMU arguments, as given
     nics: list[str] = field(default_factory=lambda: ["user,model=virtio-net-pci"])
     uefi: bool = False
     pxe: bool = False           # the first NIC boots first (its iPXE ROM), then the disks
@@ -91,15 +93,18 @@ class VM:
         for i, disk in enumerate(self.disks):
             cmd += ["-drive", f"file={disk},if=none,id=disk{i},format=qcow2,cache=unsafe",
                     "-device", f"virtio-blk-pci,drive=disk{i},serial=disk{i},bootindex={i + 1}"]
-        if self.usb_disks:
+        if self.usb_disks or self.stick:
             cmd += ["-device", "qemu-xhci,id=xhci"]
+        if self.stick:
+            cmd += ["-drive", f"if=none,id=stick,format=raw,file={self.stick}",
+                    "-device", "usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=0"]
         for i, disk in enumerate(self.usb_disks):
             cmd += ["-drive", f"file={disk},if=none,id=usb{i},format=qcow2,cache=unsafe",
                     "-device", f"usb-storage,bus=xhci.0,drive=usb{i},removable=on,"
                                f"serial=stick{i}"]
         for i, nic in enumerate(self.nics):
             cmd += _pxe_nic(nic, i) if self.pxe and i == 0 else ["-nic", nic]
-        return cmd
+        return cmd + self.extra
 
     def start(self) -> VM:
         if not shutil.which(QEMU):

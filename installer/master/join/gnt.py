@@ -25,7 +25,6 @@ from installer.master.join.errors import JoinKind
 # its way over SSH, this check is so that nothing odd reaches Ganeti's own option parser.
 SAFE_VALUE = re.compile(r"[A-Za-z0-9/][A-Za-z0-9_.+:=,/-]*")     # never "-..."
 DEFAULT_DRBD_HELPER = "/bin/true"       # Ganeti's own default (constants.DEFAULT_DRBD_HELPER)
-KVM_PARAMS = "kvm:kernel_path=,initrd_path=,vnc_bind_address=0.0.0.0"
 VERSION_ARGV = ["gnt-cluster", "--version"]
 VERIFY_ARGV = ["gnt-cluster", "verify", "--error-codes"]
 MEMBERS_ARGV = ["gnt-node", "list", "--no-headers", "-o", "name"]
@@ -58,11 +57,13 @@ def init_argv(cluster: Cluster, secondary_ip: str | None = None) -> list[str]:
 
 
 def modify_argv(cluster: Cluster) -> list[str] | None:
-    """The paper's kvm parameters (no kernel of the host for guests, VNC on all addresses);
-    None when kvm is not enabled (Ganeti refuses parameters of a disabled hypervisor)."""
+    """The paper's kvm parameters (no kernel of the host for guests, VNC on all addresses)
+    and the cluster file's; None when kvm is not enabled (Ganeti refuses parameters of a
+    disabled hypervisor)."""
     if "kvm" not in cluster.hypervisors:
         return None
-    return ["gnt-cluster", "modify", "-H", KVM_PARAMS]
+    params = ",".join(f"{name}={value}" for name, value in cluster.kvm_params)
+    return ["gnt-cluster", "modify", "-H", "kvm:" + _value(params, "kvm parameters")]
 
 
 def add_argv(node: Node, readd: bool, secondary_ip: str | None = None) -> list[str]:

@@ -10,6 +10,7 @@ event log; the node ends "joined" (verify names no error of it) or "failed" with
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from installer.cluster.config import Cluster
 from installer.master.join.joiner import Joiner, JoinError
@@ -20,8 +21,10 @@ STOPPED = "serve stopped during the join; it runs again when serve starts"
 
 
 class JoinHook:
-    def __init__(self, cluster: Cluster, state_dir: str, **joiner_options):
+    def __init__(self, cluster: Cluster, state_dir: str, *,
+                 after_join: Callable[[str], None] | None = None, **joiner_options):
         self.cluster, self.state_dir, self.options = cluster, state_dir, joiner_options
+        self.after_join = after_join        # the node's name once it joined (its ISOs)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -87,3 +90,13 @@ class JoinHook:
         warnings = result.verify.warnings
         state.set_state(name, NodeState.JOINED, "gnt-cluster verify: no errors" +
                         (f", {len(warnings)} warnings" if warnings else ""))
+        self._after_join(state, name)
+
+    def _after_join(self, state: State, name: str) -> None:
+        """What a joined node gets next; its failure is noted, the node stays joined."""
+        if self.after_join is None or self.stopping.is_set():
+            return
+        try:
+            self.after_join(name)
+        except Exception as e:  # noqa: BLE001 - the join itself succeeded
+            state.note(name, f"after the join: {type(e).__name__}: {e}")

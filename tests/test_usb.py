@@ -1,0 +1,305 @@
+"""The install stick as a user checks it: its partition table, the files on its ESP (listed
+with mtools), GRUB's entries per node, the boot sectors, the same image twice from the same
+OUTDIR; the --device refusals; and the agent's side: the plan by MAC, the image from a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from installer import cli
+from installer.agent import imagefetch, planschema, rules, stick
+from installer.build import render, stickdevice, usb
+from installer.cluster.errors import InstallerError
+
+from .conftest import example_path, load_example
+
+MACS = {"node1": "52:54:00:20:02:22", "node2": "52:54:00:20:02:23"}
+
+
+def fake_outdir(root: Path) -> Path:
+    """An OUTDIR with small stand-ins for the netboot and OS images."""
+    for rel, data in (("netboot/vmlinuz", b"kernel" * 1000), ("netboot/initrd", b"initrd" * 1000),
+                      ("images/bookworm.ext4.zst", b"image" * 1000),
+                      ("images/bookworm.ext4.zst.sha256", b"0" * 64 + b"  bookworm.ext4.zst\n")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def plans_with_tokens() -> dict[str, dict]:
+    plans = render.render_plans(load_example())
+    for name, plan in plans.items():
+        plan["report"]["token"] = f"token-of-{name}"
+    return plans
+
+
+def mtools(tool: str, image: Path, *args: str) -> str:
+    return subprocess.run([tool, "-i", f"{image}@@{usb.ESP_START * usb.SECTOR}", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    work = tmp_path_factory.mktemp("stick")
+    contents = usb.contents(str(fake_outdir(work / "out")), plans_with_tokens())
+    image = work / "stick.img"
+    return image, usb.build(contents, str(image)), contents
+
+
+# -- the image (real sgdisk, mkfs.fat, mtools, grub-mkimage) ---------------------------------
+
+@pytest.mark.integration
+def test_partition_table_has_bios_boot_and_esp(made):
+    image, _, _ = made
+    table = subprocess.run(["sgdisk", "--print", str(image)], check=True, capture_output=True,
+                           text=True).stdout.splitlines()
+    rows = [line.split() for line in table if line.strip()[:1].isdigit()]
+    assert rows[0][:4] == ["1", "2048", "4095", "1024.0"] and rows[0][5:7] == ["EF02", "BIOS"]
+    assert rows[1][:2] == ["2", "4096"] and rows[1][5:] == ["EF00", rules.STICK_LABEL]
+
+
+@pytest.mark.integration
+def test_esp_holds_grub_netboot_image_and_plans(made):
+    image, _, _ = made
+    listing = set(mtools("mdir", image, "-/", "-b", "::/").split())
+    for path in ("::/EFI/BOOT/BOOTX64.EFI", "::/boot/grub/grub.cfg", "::/netboot/vmlinuz",
+                 "::/netboot/initrd", "::/images/bookworm.ext4.zst",
+                 "::/images/bookworm.ext4.zst.sha256", "::/ganeti-installer/index.json",
+                 "::/ganeti-installer/plans/node1.json", "::/ganeti-installer/plans/node3.json"):
+        assert path in listing, sorted(listing)
+    index = json.loads(mtools("mtype", image, "::/ganeti-installer/index.json"))
+    assert index[MACS["node2"]] == "node2" and len(index) == 3
+
+
+@pytest.mark.integration
+def test_stick_plan_reads_the_image_from_the_stick_and_carries_the_token(made):
+    image, _, _ = made
+    plan = json.loads(mtools("mtype", image, "::/ganeti-installer/plans/node2.json"))
+    assert planschema.check(plan) == []
+    assert plan["install"]["image"]["path"] == \
+        f"{rules.STICK_MOUNT}/images/bookworm.ext4.zst"
+    assert plan["report"]["token"] == "token-of-node2"
+
+
+@pytest.mark.integration
+def test_grub_has_an_entry_by_mac_and_one_per_node(made):
+    image, _, contents = made
+    cfg = mtools("mtype", image, "::/boot/grub/grub.cfg")
+    fs = subprocess.run(["blkid", "--probe", f"--offset={usb.ESP_START * usb.SECTOR}",
+                         "--match-tag", "UUID", "--output", "value", str(image)],
+                        check=True, capture_output=True, text=True).stdout.strip()
+    assert fs == usb.fs_uuid(contents.volume_id())
+    plans = [line.split(f"{rules.PLAN_ARG}=")[1] for line in cfg.splitlines()
+             if "linux /netboot/vmlinuz" in line]
+    assert plans == [f"usb:{fs}", f"usb:{fs}:node1", f"usb:{fs}:node2", f"usb:{fs}:node3"]
+    assert "systemd.mask=systemd-networkd.service" in cfg and "set default=0" in cfg
+    (image.parent / "grub.cfg").write_text(cfg)
+    subprocess.run(["grub-script-check", str(image.parent / "grub.cfg")], check=True)
+
+
+@pytest.mark.integration
+def test_bios_boot_sectors_point_at_core_img(made):
+    image, _, _ = made
+    with open(image, "rb") as f:
+        mbr = f.read(512)
+        f.seek(usb.BIOS_START * 512)
+        core = f.read(512)
+    assert mbr[510:] == b"\x55\xaa" and mbr[0x1C2] == 0xEE       # GPT's protective entry
+    assert struct.unpack_from("<Q", mbr, usb.KERNEL_SECTOR)[0] == usb.BIOS_START
+    start, count, segment = struct.unpack_from("<QHH", core, usb.BLOCKLIST)
+    assert (start, segment) == (usb.BIOS_START + 1, usb.CORE_SEGMENT) and 0 < count < 2047
+
+
+@pytest.mark.integration
+def test_same_outdir_and_plans_give_the_same_image(made, tmp_path):
+    image, digest, contents = made
+    again = usb.build(contents, str(tmp_path / "again.img"))
+    assert again == digest
+    assert os.path.getsize(tmp_path / "again.img") == os.path.getsize(image)
+
+
+def test_render_without_images_gets_a_clear_error(tmp_path):
+    with pytest.raises(InstallerError, match="netboot/vmlinuz is missing: .*ganeti-installer "
+                                             "build"):
+        usb.contents(str(tmp_path), plans_with_tokens())
+
+
+# -- --device ----------------------------------------------------------------------------------
+
+def fake_sys(root: Path, name: str, *, removable: str = "0", usb_path: bool = False,
+             sectors: int = 8 << 21) -> Path:
+    """sysfs as the kernel shows a disk: /sys/block/<name> a link into /sys/devices."""
+    bus = "pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6" if usb_path else "pci0000:00/ata1"
+    dev = root / "devices" / bus / name
+    (dev / f"{name}1" / "holders").mkdir(parents=True)
+    (dev / "holders").mkdir()
+    (dev / "removable").write_text(removable + "\n")
+    (dev / "size").write_text(f"{sectors}\n")
+    (root / "block").mkdir(exist_ok=True)
+    (root / "block" / name).symlink_to(dev)
+    return root
+
+
+def proc(root: Path, mounts: str = "", swaps: str = "") -> Path:
+    (root / "self").mkdir(parents=True)
+    (root / "self" / "mounts").write_text(mounts)
+    (root / "swaps").write_text("Filename Type Size Used Priority\n" + swaps)
+    return root
+
+
+@pytest.fixture
+def sdb(monkeypatch):
+    monkeypatch.setattr(stickdevice, "whole_disk", lambda device, sys_root: "sdb")
+
+
+def test_a_fixed_disk_is_refused(tmp_path, sdb):
+    sys_root = fake_sys(tmp_path / "sys", "sdb")
+    with pytest.raises(InstallerError, match=r"/dev/sdb \(sdb\) is not removable and not on "
+                                             r"the USB bus.*nothing was written"):
+        stickdevice.check("/dev/sdb", 1 << 30, sys_root=str(sys_root),
+                          proc_root=str(proc(tmp_path / "proc")))
+
+
+@pytest.mark.parametrize("how", ["removable", "usb"])
+def test_a_removable_or_usb_disk_is_taken(tmp_path, sdb, how):
+    sys_root = fake_sys(tmp_path / "sys", "sdb", removable="1" if how == "removable" else "0",
+                        usb_path=how == "usb")
+    assert stickdevice.check("/dev/sdb", 1 << 30, sys_root=str(sys_root),
+                             proc_root=str(proc(tmp_path / "proc"))) == "sdb"
+
+
+def test_a_stick_with_a_mounted_partition_is_refused(tmp_path, sdb):
+    sys_root = fake_sys(tmp_path / "sys", "sdb", removable="1")
+    procfs = proc(tmp_path / "proc", mounts="/dev/sdb1 /media/usb vfat rw 0 0\n")
+    with pytest.raises(InstallerError, match="/dev/sdb is in use: /dev/sdb1 is mounted on "
+                                             "/media/usb; unmount it"):
+        stickdevice.check("/dev/sdb", 1 << 30, sys_root=str(sys_root), proc_root=str(procfs))
+
+
+def test_a_stick_too_small_is_refused(tmp_path, sdb):
+    sys_root = fake_sys(tmp_path / "sys", "sdb", removable="1", sectors=2048)
+    with pytest.raises(InstallerError, match="holds 1 MiB, the stick image needs 1024 MiB"):
+        stickdevice.check("/dev/sdb", 1 << 30, sys_root=str(sys_root),
+                          proc_root=str(proc(tmp_path / "proc")))
+
+
+def test_a_regular_file_is_not_a_device(tmp_path):
+    (tmp_path / "x").write_bytes(b"")
+    with pytest.raises(InstallerError, match="is not a block device"):
+        stickdevice.check(str(tmp_path / "x"), 1)
+
+
+@pytest.mark.integration
+def test_a_loop_device_is_refused_and_nothing_is_written(tmp_path, capsys):
+    """A real block device that is not a stick: refused before the state directory, the
+    image or the device is touched."""
+    backing = tmp_path / "disk.img"
+    backing.write_bytes(b"\xab" * (1 << 20))
+    loop = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    try:
+        outdir = fake_outdir(tmp_path / "out")
+        render.write_plans(render.render_plans(load_example()), str(outdir))
+        code = cli.main(["usb", example_path("cluster.toml"), str(outdir), "--device", loop,
+                         "--output", str(tmp_path / "stick.img"),
+                         "--state", str(tmp_path / "state")])
+        assert code == 1
+        assert f"--device {loop} ({os.path.basename(loop)}) is not removable" in \
+            capsys.readouterr().err
+        assert not (tmp_path / "stick.img").exists() and not (tmp_path / "state").exists()
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=True)
+    assert backing.read_bytes() == b"\xab" * (1 << 20)
+
+
+def test_usb_needs_somewhere_to_put_the_stick(tmp_path, capsys):
+    assert cli.main(["usb", example_path("cluster.toml"), str(tmp_path)]) == 1
+    assert "give --output stick.img" in capsys.readouterr().err
+
+
+# -- the agent's side --------------------------------------------------------------------------
+
+def stick_root(tmp_path: Path) -> Path:
+    folder = tmp_path / rules.STICK_DIR
+    (folder / "plans").mkdir(parents=True)
+    (folder / "index.json").write_text(json.dumps({mac: n for n, mac in MACS.items()}))
+    for name in MACS:
+        (folder / "plans" / f"{name}.json").write_text(json.dumps({"node": {"name": name}}))
+    return tmp_path
+
+
+def test_agent_takes_the_plan_of_its_mac(tmp_path):
+    plan = stick.load_plan("usb:1a2b-3c4d", ["aa:bb:cc:dd:ee:ff", MACS["node2"]],
+                           root=str(stick_root(tmp_path)), log=lambda line: None)
+    assert plan["node"]["name"] == "node2"
+
+
+def test_agent_takes_the_node_the_menu_named(tmp_path):
+    plan = stick.load_plan("usb:1A2B-3C4D:node1", [], root=str(stick_root(tmp_path)),
+                           log=lambda line: None)
+    assert plan["node"]["name"] == "node1"
+
+
+def test_agent_without_a_known_mac_says_what_to_do(tmp_path):
+    with pytest.raises(stick.StickError, match="none of this PC's MACs.*choose the node in "
+                                               "the stick's boot menu"):
+        stick.load_plan("usb:1A2B-3C4D", ["aa:bb:cc:dd:ee:ff"], root=str(stick_root(tmp_path)))
+
+
+def test_agent_waits_for_the_stick_then_names_it(monkeypatch):
+    lines: list[str] = []
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(stick.time, "monotonic", lambda: next(clock))
+    with pytest.raises(stick.StickError, match="no install stick with the file system "
+                                               "1A2B-3C4D after 30 s"):
+        stick.find("1A2B-3C4D", wait=30, log=lines.append, partitions=lambda u: [],
+                   sleep=lambda s: None)
+    assert lines == ["waiting for the install stick (FAT volume 1A2B-3C4D)"]
+
+
+@pytest.mark.integration
+def test_image_from_a_file_is_written_with_its_progress(tmp_path):
+    raw = os.urandom(1 << 20) * 3
+    (tmp_path / "raw").write_bytes(raw)
+    subprocess.run(["zstd", "-q", str(tmp_path / "raw"), "-o", str(tmp_path / "img.zst")],
+                   check=True)
+    (tmp_path / "device").write_bytes(b"")
+    lines: list[str] = []
+    imagefetch.LocalImage(str(tmp_path / "img.zst"), str(tmp_path / "device"),
+                          log=lines.append).run()
+    assert (tmp_path / "device").read_bytes() == raw
+    assert lines[-1].startswith("os image: 100% written") and len(lines) <= 10
+
+
+def test_write_copies_the_image_whole_with_its_progress(tmp_path):
+    image, device = tmp_path / "stick.img", tmp_path / "device"
+    image.write_bytes(os.urandom(9 << 20))
+    device.write_bytes(b"")
+    lines: list[str] = []
+    stickdevice.write(str(image), str(device), log=lines.append)
+    assert device.read_bytes() == image.read_bytes()
+    assert lines[-1] == f"{device}: 100% written"
+
+
+def test_offline_reports_stay_in_the_outbox_and_nothing_is_sent(tmp_path, monkeypatch):
+    """The stick's install: every report waits on the target, none goes to the network."""
+    from installer.agent import client
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a report was sent during an offline install")
+
+    monkeypatch.setattr(client.requests, "post", no_network)
+    reporter = client.Reporter("http://10.99.0.1:8080/api/v1/nodes/node1", "tok", attempts=0,
+                               log=lambda line: None)
+    reporter.attach(str(tmp_path))
+    reporter.event("install", "started")
+    reporter.event("install", "installed", final=True)
+    kept = json.loads((tmp_path / client.OUTBOX).read_text())
+    assert [e["status"] for e in kept["events"]] == ["started", "installed"]
+    assert kept["token"] == "tok"
