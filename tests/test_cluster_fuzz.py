@@ -57,7 +57,7 @@ def readme_keys() -> list[str]:
 def schema_keys(schema=keys.SCHEMA, prefix="") -> list[str]:
     out = []
     for key, spec in schema.items():
-        at = f"{prefix}{key}"
+        at = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}<name>"   # {str: str}
         if isinstance(spec, dict):
             out += schema_keys(spec, at + ".") if key != "disk" else [at]
         elif isinstance(spec, list) and isinstance(spec[0], dict):
@@ -145,6 +145,8 @@ PLAUSIBLE = {
     "servers": _list(st.sampled_from(["0.debian.pool.ntp.org", "ntp", "-x", "a..b"])),
     "authorized_keys": _list(ssh_key, 3), "password_hash": hashes,
     "role": st.sampled_from(["candidate", "regular", "master"]),
+    "<name>": st.one_of(st.sampled_from(["", "0.0.0.0", "/usr/bin/qemu-system-x86_64"]),
+                        st.text(max_size=20)),
     "power": st.one_of(
         st.sampled_from(["wol", "manual", "ipmi", "WOL", ""]),
         st.fixed_dictionaries({"ipmi": st.sampled_from(["192.168.20.50", "bmc1", "-x", ""]),

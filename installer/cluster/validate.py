@@ -85,8 +85,9 @@ def _shape(value, spec, where, file, errors, refused):
 
 def _shape_table(value, spec, where, file, errors, refused):
     if not isinstance(value, dict):
+        names = ", ".join(k if isinstance(k, str) else "<name> = \"…\"" for k in spec)
         return _refuse(where, value, "a table", f"write [{where}] on a line of its own, then "
-                       f"its keys ({', '.join(spec)})", file, errors, refused)
+                       f"its keys ({names})", file, errors, refused)
     out = {}
     for key, item in value.items():
         shown = key if len(key) <= SHOWN_KEY else key[:SHOWN_KEY] + "…"
