@@ -13,14 +13,16 @@ top=$PWD
 # Debian packages: image building (diskimage-builder's needs), boot loaders for the PXE
 # tree, dnsmasq, uftp (serve's ISO multicast), QEMU, VDE (the VM tests' VLAN switch) and
 # apt-cacher-ng (their package cache) for the VM tests, xorriso for the ISO the cluster test
-# boots, and the tools the tests check files with.
+# boots, and the tools the tests check files with; ipmitool for `ganeti-installer power`,
+# OpenIPMI's simulated BMC (ipmi_sim) for its test, mkntfs for the disk-safety VM test's
+# office disk.
 APT_PACKAGES=(
   python3 python3-venv python3-pip git sudo debootstrap qemu-utils qemu-system-x86 kpartx
   squashfs-tools cpio zstd xz-utils gdisk dosfstools e2fsprogs curl ca-certificates
   ipxe pxelinux syslinux-common grub-efi-amd64-bin grub-pc-bin grub-common mtools
   dnsmasq-base iproute2 ifupdown bridge-utils vlan debconf busybox openssh-server uftp
   openssh-client procps vde2 iputils-ping apt-cacher-ng ipxe-qemu xorriso
-  ovmf
+  ovmf ipmitool openipmi ntfs-3g
 )
 
 need_root() {

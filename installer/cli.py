@@ -163,6 +163,114 @@ def cmd_reinstall(args) -> int:
     return 0
 
 
+# -- power (issue 16) ------------------------------------------------------------------------
+
+def cmd_power(args) -> int:
+    from installer.master import power
+    cluster = _load(args.file, False)
+    if cluster is None:
+        return 1
+    said = power.switch(cluster, args.node, args.action).message or f"{args.action}: done"
+    print(escape(said if said.startswith(args.node) else f"{args.node}: {said}"))
+    return 0
+
+
+def _power_parser(sub) -> None:
+    pw = sub.add_parser("power", help="switch a node on or off (Wake-on-LAN, IPMI or by hand)",
+                        description="Switch NODE the way its power key in the cluster file "
+                        "says: Wake-on-LAN on the provisioning interface (on only), its BMC "
+                        "with ipmitool (password from power.password_file), or print what "
+                        "to press (manual).")
+    pw.add_argument("file", help="the cluster file (TOML)")
+    pw.add_argument("node", help="the node's name")
+    pw.add_argument("action", choices=("on", "off", "cycle", "status"))
+    pw.set_defaults(func=cmd_power)
+
+
+# -- rebuild (issue 16) ----------------------------------------------------------------------
+
+def cmd_rebuild(args) -> int:
+    from installer.master import rebuild, statedir, status
+    cluster = _load(args.file, False)
+    if cluster is None:
+        return 1
+    node = _named_node(cluster, args.node, args.file)
+    if node.name == cluster.master:
+        raise InstallerError(f"{node.name} is cluster.master in {args.file}: the master "
+                             "cannot rebuild itself; make another node master first")
+    state_dir = args.state or statedir.default(cluster, args.outdir)
+    url = (args.url or cluster.provisioning.base_url).rstrip("/")
+    token = statedir.admin_token(state_dir, create=False)   # serve must be running
+    act = rebuild.Actions(
+        on_master=_on_master(cluster, state_dir),
+        reinstall=lambda: _reinstall_via(status, url, node.name, token),
+        power_on=lambda: _power_on(cluster, node.name),
+        state=lambda: _node_state(status, url, node.name))
+    rebuild.run(node.fqdn, act, evacuate=args.evacuate, power=not args.no_power)
+    print(f"{node.name}: rebuilt, joined and its instances' disks replaced")
+    return 0
+
+
+def _named_node(cluster: config.Cluster, name: str, file: str) -> config.Node:
+    for n in cluster.nodes:
+        if n.name == name:
+            return n
+    raise InstallerError(f"no node '{name}' in {file}: use one of "
+                         f"{', '.join(n.name for n in cluster.nodes)}")
+
+
+def _on_master(cluster: config.Cluster, state_dir: str):
+    """Commands on the cluster's master as root, with serve's key and pinned host keys."""
+    from installer.cluster import sshkeys
+    from installer.master import statedir
+    from installer.master.join.remote import Remote
+    remote = Remote(statedir.key_path(state_dir), sshkeys.known_hosts_path(state_dir))
+    master = cluster.node(cluster.master).ip
+    return lambda argv, timeout: remote.run(master, argv, timeout=timeout).stdout
+
+
+def _reinstall_via(status, url: str, name: str, token: str) -> None:
+    try:
+        status.reinstall(url, name, token)
+    except status.Unreachable:
+        raise InstallerError(f"no serve answers at {url}: rebuild needs it running (it "
+                             "installs and joins the node); start `ganeti-installer serve`, "
+                             "then run rebuild again") from None
+
+
+def _power_on(cluster: config.Cluster, name: str) -> str:
+    """On; a BMC that says the PC is on (a hung node) power-cycles it instead."""
+    from installer.master import power
+    if cluster.node(name).power.method == "ipmi" and \
+            power.switch(cluster, name, "status").message.endswith(" on"):
+        return power.switch(cluster, name, "cycle").message
+    return power.switch(cluster, name, "on").message
+
+
+def _node_state(status, url: str, name: str) -> tuple[str, str]:
+    node = next(n for n in status.fetch(url)["nodes"] if n["name"] == name)
+    return node["state"], node["message"]
+
+
+def _rebuild_parser(sub) -> None:
+    rb = sub.add_parser("rebuild", help="reinstall a failed node and restore its DRBD copies",
+                        description="Check the cluster through its master, refuse while NODE "
+                        "is primary for instances (unless --evacuate), mark it offline, "
+                        "reinstall it and power it on; once serve has joined it again "
+                        "(gnt-node add --readd), replace its instances' secondary disks, "
+                        "wait for the sync and verify the cluster. Needs serve running.")
+    rb.add_argument("file", help="the cluster file (TOML)")
+    rb.add_argument("outdir", help="the OUTDIR serve serves")
+    rb.add_argument("node", help="the node's name")
+    rb.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
+    rb.add_argument("--url", help="the master's base URL (default: from the cluster file)")
+    rb.add_argument("--evacuate", action="store_true",
+                    help="first move the instances NODE is primary for to their secondaries")
+    rb.add_argument("--no-power", action="store_true",
+                    help="do not switch the PC on; you power it on (network boot)")
+    rb.set_defaults(func=cmd_rebuild)
+
+
 def _iso_target(args) -> tuple[str, str | None]:
     """serve's URL and its state directory (None when neither --state nor --outdir says)."""
     from installer.master import statedir
@@ -266,6 +374,8 @@ def _iso_parser(sub) -> None:
     rm = isub.add_parser("remove", parents=[where], help="remove an ISO from every node")
     rm.add_argument("name", help="the ISO's name (as iso list shows it)")
     rm.set_defaults(func=cmd_iso_remove)
+
+
 def _stick_plans(cluster: config.Cluster, outdir: str, state_dir: str,
                  names: list[str]) -> dict[str, dict]:
     """Each node's plan as serve would hand it out: its report token from the state
@@ -410,6 +520,8 @@ def parser() -> argparse.ArgumentParser:
     ri.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
     ri.add_argument("--url", help="the master's base URL (default: from the cluster file)")
     ri.set_defaults(func=cmd_reinstall)
+    _power_parser(sub)
+    _rebuild_parser(sub)
     _iso_parser(sub)
 
     u = sub.add_parser("usb", help="make the install stick: BIOS and UEFI, installs offline",

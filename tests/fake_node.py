@@ -13,7 +13,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 
-from installer.agent import journal
+from installer.agent import journal, rules
 from installer.agent.diskprobe import partition_path
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -29,12 +29,19 @@ class DiskState:
     signatures: dict[str, list[str]] = field(default_factory=dict)    # device -> wipefs TYPEs
     fstypes: dict[str, str] = field(default_factory=dict)             # device -> blkid TYPE
     files: dict[str, dict[str, str]] = field(default_factory=dict)    # device -> {path: text}
+    ptuuid: str = ""                                                  # the GPT disk GUID
+
+
+def marker(plan: dict) -> str:
+    """The disk GUID an install of `plan` writes."""
+    return rules.disk_guid(plan["cluster"]["name"], journal.plan_hash(plan))
 
 
 def ours(devnode: str, plan: dict, *, journal_done: list[str] | None = None) -> DiskState:
     """A disk laid out by an earlier install of `plan` (cut after mkfs): every partition with
-    its gi- name and planned size, the file systems made, and root's journal if given."""
-    state = DiskState(devnode)
+    its gi- name and planned size, the plan's disk GUID, the file systems made, and root's
+    journal if given."""
+    state = DiskState(devnode, ptuuid=marker(plan))
     for a in plan["storage"]["actions"]:
         if a["type"] == "partition":
             state.parts.append((a["number"], a["size"] or 40 * GiB, f"gi-{a['id']}"))
@@ -52,6 +59,11 @@ def ours(devnode: str, plan: dict, *, journal_done: list[str] | None = None) -> 
     return state
 
 
+def partuuid(disk: str, number: int) -> str:
+    """A partition's GPT GUID on the fake disk: made up, but fixed per partition."""
+    return f"{number:08x}-0000-4000-8000-{len(disk):012x}"
+
+
 class FakeNode:
     """`subprocess.run` over DiskStates and LVM's view (vg, pv) pairs."""
 
@@ -60,6 +72,7 @@ class FakeNode:
         self.disks = {d.devnode: d for d in disks}
         self.vgs, self.installed, self.free = list(vgs), list(installed), free
         self.ran: list[list[str]] = []
+        self.efi = "BootCurrent: 0001\nBootOrder: 0001,0002\nBoot0001* UEFI PXEv4\n"
 
     def _device(self, dev: str) -> tuple[DiskState | None, str]:
         for d in self.disks.values():
@@ -70,6 +83,9 @@ class FakeNode:
     def answer(self, argv: list[str]) -> tuple[int, str]:
         cmd, dev = argv[0], argv[-1]
         disk, _ = self._device(dev)
+        if argv[:2] == ["partx", "--raw"] and "NR,UUID,NAME" in argv:
+            return 0, "".join(f"{n} {partuuid(dev, n)} {name}\n" for n, _, name in disk.parts) \
+                if disk else ""
         if argv[:2] == ["partx", "--raw"]:
             return 0, "".join(f"{n} {size} {name}\n" for n, size, name in disk.parts) \
                 if disk else ""
@@ -81,6 +97,9 @@ class FakeNode:
             return 0, "".join(f"  {vg} {pv}\n" for vg, pv in self.vgs)
         if argv[:2] == ["blkid", "-p"]:
             tag = argv[argv.index("--match-tag") + 1]
+            if tag == "PTUUID":
+                value = disk.ptuuid if disk and dev == disk.devnode else ""
+                return (0, value + "\n") if value else (2, "")
             fstype = disk.fstypes.get(dev, "") if disk else ""
             value = fstype if tag == "TYPE" else (f"uuid-of-{dev[5:]}" if fstype else "")
             return (0, value + "\n") if value else (2, "")
@@ -96,7 +115,8 @@ class FakeNode:
         if argv[:2] == ["blockdev", "--getss"]:
             return 0, "512\n"
         if cmd == "efibootmgr":
-            return 0, "BootCurrent: 0001\nBootOrder: 0001,0002\nBoot0001* UEFI PXEv4\n"
+            return 0, self.efi
+
         if cmd == "dpkg-query" or argv[::2][:2] == ["chroot", "dpkg-query"]:  # or on / itself
             return 0, "".join(f"{p} install ok installed\n" for p in self.installed)
         raise AssertionError(f"the fake node does not know the command {argv}: a dry run "

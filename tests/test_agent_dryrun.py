@@ -29,7 +29,7 @@ from installer.agent import disks, files, install
 from installer.agent.disks import Disk
 from installer.build import render
 from tests.conftest import load_example
-from tests.fake_node import DiskState, FakeNode, GiB
+from tests.fake_node import DiskState, FakeNode, GiB, marker
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 WRITERS = [(os, n) for n in ("replace", "rename", "remove", "unlink", "rmdir", "mkdir",
@@ -166,8 +166,10 @@ def test_a_dry_run_writes_nothing_and_lists_every_command(node, master, tmp_path
                                        "--target", str(target)])
     assert code == 0
     t = str(target)
+    guid = marker(json.loads(plan_file.read_text()))
     assert commands[:12] == [
-        ("sgdisk --clear --new=1:0:+1024K --typecode=1:EF02 --change-name=1:gi-bios-grub "
+        (f"sgdisk --clear --disk-guid={guid} --new=1:0:+1024K --typecode=1:EF02 "
+         "--change-name=1:gi-bios-grub "
          "--new=2:0:+524288K --typecode=2:EF00 --change-name=2:gi-esp --new=3:0:+2097152K "
          "--typecode=3:8200 --change-name=3:gi-swap --new=4:0:+10485760K --typecode=4:8300 "
          "--change-name=4:gi-root --new=5:0:0 --typecode=5:8E00 --change-name=5:gi-pv0 "

@@ -17,7 +17,7 @@ from installer.agent.install import Installer
 from installer.agent.proc import Runner
 from installer.build import render
 from tests.conftest import load_example
-from tests.fake_node import GPT, DiskState, FakeNode, GiB, ours
+from tests.fake_node import GPT, DiskState, FakeNode, GiB, marker, ours
 
 TARGET = "/target"
 
@@ -27,9 +27,12 @@ def plan():
     return render.render_plans(load_example())["node1"]
 
 
-def laid_out(disk: str) -> list[list[str]]:
+PLAN = render.render_plans(load_example())["node1"]
+
+
+def laid_out(disk: str, guid: str = marker(PLAN)) -> list[list[str]]:
     """The bookworm example's layout made on a disk holding nothing of ours."""
-    return [["sgdisk", "--clear",
+    return [["sgdisk", "--clear", f"--disk-guid={guid}",
              "--new=1:0:+1024K", "--typecode=1:EF02", "--change-name=1:gi-bios-grub",
              "--new=2:0:+524288K", "--typecode=2:EF00", "--change-name=2:gi-esp",
              "--new=3:0:+2097152K", "--typecode=3:8200", "--change-name=3:gi-swap",
@@ -55,12 +58,15 @@ def mounts(disk: str) -> list[list[str]]:
             ["mount", partition_path(disk, 2), f"{TARGET}/boot/efi"]]
 
 
-def everything(disk: str) -> list[list[str]]:
-    return laid_out(disk) + volume_group(disk) + file_systems(disk) + mounts(disk)
+def everything(disk: str, guid: str = marker(PLAN)) -> list[list[str]]:
+    return laid_out(disk, guid) + volume_group(disk) + file_systems(disk) + mounts(disk)
 
 
-def teardown(disk: str, parts: int, vgs: list[str]) -> list[list[str]]:
-    return [["vgchange", "--activate", "n", vg] for vg in vgs] + \
+def teardown(disk: str, parts: int, vgs: list[str], *, drbd: bool = False,
+             maps: list[str] = ()) -> list[list[str]]:
+    return [["drbdsetup", "down", "all"]] * drbd + \
+        [["vgchange", "--activate", "n", vg] for vg in vgs] + \
+        [["dmsetup", "remove", "--retry", name] for name in maps] + \
         [["wipefs", "--all", "--force", partition_path(disk, n)] for n in range(1, parts + 1)] + \
         [["wipefs", "--all", "--force", disk], ["sgdisk", "--zap-all", disk]]
 
@@ -77,11 +83,19 @@ def sata(dev: str = "/dev/sda", gib: int = 500) -> Disk:
     return Disk(dev, gib * GiB, model="WDC", bus="ata")
 
 
-def dry_run(plan: dict, node: FakeNode, found: list[Disk], monkeypatch, *, wipe=False):
-    """(the disk chosen, the commands a dry run of identify and storage lists)."""
-    plan = dict(plan, storage=dict(plan["storage"], actions=[
-        dict(a, wipe=wipe) if a["type"] == "disk" else a for a in plan["storage"]["actions"]]))
+def wiping(plan: dict) -> dict:
+    return dict(plan, storage=dict(plan["storage"], actions=[
+        dict(a, wipe=True) if a["type"] == "disk" else a for a in plan["storage"]["actions"]]))
+
+
+def dry_run(plan: dict, node: FakeNode, found: list[Disk], monkeypatch, *, wipe=False,
+            drbd=False, maps=()):
+    """(the disk chosen, the commands a dry run of identify and storage lists), with DRBD
+    loaded or not and `maps` as device-mapper maps (not LVM's) holding the disk."""
+    plan = wiping(plan) if wipe else plan
     monkeypatch.setattr(subprocess, "run", node.run)
+    monkeypatch.setattr(diskprobe, "drbd_loaded", lambda: drbd)
+    monkeypatch.setattr(diskprobe, "foreign_holders", lambda disk: list(maps))
     monkeypatch.setattr(disks, "boot_medium_disks", lambda: set())
     inst = Installer(plan, None, target=TARGET, dry_run=True, log=lambda line: None,
                      list_disks=lambda: found, macs=lambda: [plan["node"]["mac"]])
@@ -122,12 +136,76 @@ def test_our_earlier_install_with_its_os_done_keeps_the_file_systems(plan, monke
     assert dry_run(plan, node, [sata()], monkeypatch) == ("/dev/sda", mounts("/dev/sda"))
 
 
-def test_a_journal_of_another_plan_on_root_keeps_nothing(plan, monkeypatch):
-    other = dict(plan, node=dict(plan["node"], ip="192.168.20.99"))
-    node = FakeNode(ours("/dev/sda", other, journal_done=["os", "configure"]),
+def test_an_earlier_install_for_this_cluster_is_torn_down_then_laid_out(plan, monkeypatch):
+    """A reinstall: the disk GUID names this cluster but another plan (a new token)."""
+    earlier = dict(plan, report=dict(plan["report"], token="the-last-install's"))
+    node = FakeNode(ours("/dev/sda", earlier, journal_done=["os", "configure"]),
                     vgs=[("ganeti", "/dev/sda5")])
     assert dry_run(plan, node, [sata()], monkeypatch)[1] == \
-        file_systems("/dev/sda") + mounts("/dev/sda")
+        teardown("/dev/sda", 5, ["ganeti"]) + everything("/dev/sda")
+
+
+def test_a_reinstall_stops_drbd_then_the_vg_then_other_maps(plan, monkeypatch):
+    """Top down: DRBD sits on the VG's volumes, a dm-crypt or kpartx map on a partition."""
+    earlier = dict(plan, report=dict(plan["report"], token="the-last-install's"))
+    node = FakeNode(ours("/dev/sda", earlier), vgs=[("ganeti", "/dev/sda5")])
+    commands = dry_run(plan, node, [sata()], monkeypatch, drbd=True, maps=["sda4_crypt"])[1]
+    assert commands == teardown("/dev/sda", 5, ["ganeti"], drbd=True, maps=["sda4_crypt"]) + \
+        everything("/dev/sda")
+
+
+def test_another_clusters_install_is_refused(plan, monkeypatch):
+    other = dict(plan, cluster=dict(plan["cluster"], name="cluster.other.org"))
+    node = FakeNode(ours("/dev/sda", other), vgs=[("ganeti", "/dev/sda5")])
+    with pytest.raises(storage.ForeignData, match=r"\(/dev/sda: gpt, gpt, PMBR; .*/dev/sda5: "
+                                                  r"LVM2_member \(gi-pv0\); another cluster's "
+                                                  r"install, or one older than the disk "
+                                                  r"marker\); nothing was written"):
+        dry_run(plan, node, [sata()], monkeypatch)
+    assert not any(argv[0] in ("wipefs", "sgdisk", "vgchange") and "--all" in argv or
+                   argv[0] in ("sgdisk", "vgchange") for argv in node.ran)
+
+
+def test_our_install_with_another_vg_on_its_partition_is_refused(plan, monkeypatch):
+    earlier = dict(plan, report=dict(plan["report"], token="the-last-install's"))
+    node = FakeNode(ours("/dev/sda", earlier), vgs=[("backup", "/dev/sda5")])
+    with pytest.raises(storage.ForeignData, match=r"; volume group backup\); nothing was "
+                                                  r"written"):
+        dry_run(plan, node, [sata()], monkeypatch)
+
+
+def test_our_install_with_an_mdraid_member_on_a_partition_is_refused(plan, monkeypatch):
+    earlier = dict(plan, report=dict(plan["report"], token="the-last-install's"))
+    state = ours("/dev/sda", earlier)
+    state.signatures["/dev/sda5"] = ["linux_raid_member"]
+    node = FakeNode(state)
+    with pytest.raises(storage.ForeignData, match=r"/dev/sda5: linux_raid_member \(gi-pv0\)\); "
+                                                  r"nothing was written"):
+        dry_run(plan, node, [sata()], monkeypatch)
+
+
+def test_on_disk_tells_a_disks_partitions_from_another_disks():
+    assert diskprobe.on_disk("/dev/sda5", "/dev/sda") and diskprobe.on_disk("/dev/sda", "/dev/sda")
+    assert diskprobe.on_disk("/dev/nvme0n1p5", "/dev/nvme0n1")
+    assert not diskprobe.on_disk("/dev/sdaa1", "/dev/sda")
+    assert not diskprobe.on_disk("/dev/nvme0n10p1", "/dev/nvme0n1")
+
+
+def test_holders_that_are_not_lvms_are_named_from_sysfs(tmp_path):
+    """/sys/class/block as the kernel lays it out: an LVM volume and a dm-crypt map on
+    partitions of sda; a map on sdb is not sda's."""
+    def holder(part: str, dm: str, name: str, uuid: str) -> None:
+        disk = part.rstrip("0123456789")
+        (tmp_path / disk / part / "holders").mkdir(parents=True, exist_ok=True)
+        (tmp_path / disk / part / "holders" / dm).touch()
+        (tmp_path / dm / "dm").mkdir(parents=True)
+        (tmp_path / dm / "dm" / "name").write_text(name + "\n")
+        (tmp_path / dm / "dm" / "uuid").write_text(uuid + "\n")
+    holder("sda5", "dm-0", "ganeti-disk0", "LVM-abc")
+    holder("sda4", "dm-1", "sda4_crypt", "CRYPT-LUKS2-abc")
+    holder("sdb1", "dm-2", "other", "CRYPT-LUKS2-def")
+    assert diskprobe.foreign_holders("/dev/sda", str(tmp_path)) == ["sda4_crypt"]
+    assert diskprobe.foreign_holders("/dev/sdc", str(tmp_path)) == []
 
 
 def test_our_partitions_of_other_sizes_are_laid_out_again(plan, monkeypatch):
@@ -144,14 +222,15 @@ def test_foreign_data_is_refused_and_nothing_would_be_run(plan, monkeypatch):
     assert str(e.value) == (
         "refusing to install on /dev/sda (500.0 GiB, WDC, ata): it holds data ganeti-installer "
         "did not create (/dev/sda: gpt, gpt, PMBR; /dev/sda1: ntfs (Basic data partition); "
-        "/dev/sda2: LVM2_member (no name)); nothing was written. Set storage.wipe = true in "
+        "/dev/sda2: LVM2_member (no name); volume group data); nothing was written. Set "
+        "storage.wipe = true in "
         "the cluster file (or `rebuild` the node) to overwrite it")
 
 
 def test_foreign_data_with_wipe_is_torn_down_first(plan, monkeypatch):
     node = FakeNode(foreign("/dev/sda"), vgs=[("data", "/dev/sda2")])
     assert dry_run(plan, node, [sata()], monkeypatch, wipe=True)[1] == \
-        teardown("/dev/sda", 2, ["data"]) + everything("/dev/sda")
+        teardown("/dev/sda", 2, ["data"]) + everything("/dev/sda", marker(wiping(plan)))
 
 
 def test_a_vg_of_the_same_name_on_another_disk_is_refused(plan, monkeypatch):
@@ -210,12 +289,47 @@ def test_the_fake_reads_our_earlier_install_as_the_real_tools_do(plan, tmp_path,
     assert fake == real and real[2] == "ours"
 
 
+class NoLvm(Runner):
+    """The real tools, but LVM's view empty: the build host has no device-mapper, and a
+    loop device holds no active VG."""
+
+    def read(self, argv, **kw):
+        return "" if argv[0] == "pvs" else super().read(argv, **kw)
+
+
+@pytest.mark.integration
+def test_the_disk_marker_is_read_back_from_a_real_gpt(plan, tmp_path):
+    """An earlier install's disk, as sgdisk writes it: blkid reads its GUID back without a
+    mount, and owner() tells this cluster's earlier install from this install and from
+    another cluster's."""
+    earlier = dict(plan, report=dict(plan["report"], token="the-last-install's"))
+    image = tmp_path / "disk.img"
+    subprocess.run(["truncate", "-s", "40G", str(image)], check=True)
+    subprocess.run(laid_out(str(image), marker(earlier))[0], check=True,
+                   stdout=subprocess.DEVNULL)
+    loop = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
+                          text=True)
+    if loop.returncode != 0:
+        pytest.skip(f"no loop device: {loop.stderr.strip()}")
+    dev = loop.stdout.strip()
+    other = dict(plan, cluster=dict(plan["cluster"], name="cluster.other.org"))
+    try:
+        assert diskprobe.disk_guid(Runner(), dev) == marker(earlier)
+        assert diskprobe.owner(NoLvm(), dev, marker(earlier), "ganeti") == "ours"
+        assert diskprobe.owner(NoLvm(), dev, marker(plan), "ganeti") == "earlier"
+        assert diskprobe.owner(NoLvm(), dev, marker(other), "ganeti").endswith(
+            "another cluster's install, or one older than the disk marker")
+    finally:
+        subprocess.run(["losetup", "--detach", dev])
+
+
 def read_disk(dev: str) -> tuple:
     """partx's partitions (the last one's size aside: the fake does not know the disk's),
     wipefs's signatures, and whose the disk is."""
     layout = [dict(p, size=None) if p["number"] == 5 else p
               for p in diskprobe.layout(Runner(), dev)]
-    return layout, diskprobe.signatures(Runner(), dev), diskprobe.owner(Runner(), dev)
+    return layout, diskprobe.signatures(Runner(), dev), \
+        diskprobe.owner(Runner(), dev, marker(PLAN), "ganeti")
 
 
 # -- the action types: schema, references, dispatch ------------------------------------------

@@ -57,7 +57,7 @@ def readme_keys() -> list[str]:
 def schema_keys(schema=keys.SCHEMA, prefix="") -> list[str]:
     out = []
     for key, spec in schema.items():
-        at = f"{prefix}{key}"
+        at = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}<name>"   # {str: str}
         if isinstance(spec, dict):
             out += schema_keys(spec, at + ".") if key != "disk" else [at]
         elif isinstance(spec, list) and isinstance(spec[0], dict):
@@ -151,6 +151,14 @@ PLAUSIBLE = {
     "format": st.sampled_from(["raw", "qcow2", "tarball", "tar", "vmdk"]),
     "file": st.sampled_from(["cluster.toml", "missing.raw", "/dev/zero", "/etc", "",
                              "/proc/self/status", "../x\0y"]),
+    "<name>": st.one_of(st.sampled_from(["", "0.0.0.0", "/usr/bin/qemu-system-x86_64"]),
+                        st.text(max_size=20)),
+    "power": st.one_of(
+        st.sampled_from(["wol", "manual", "ipmi", "WOL", ""]),
+        st.fixed_dictionaries({"ipmi": st.sampled_from(["192.168.20.50", "bmc1", "-x", ""]),
+                               "user": st.sampled_from(["ADMIN", "a b", "u" * 17]),
+                               "password_file": st.sampled_from(["/etc/bmc", "pw", "/a/../b"])},
+                              optional={"port": st.integers(-1, 70000)})),
 }
 scalar = st.one_of(
     st.text(max_size=40), st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=200),

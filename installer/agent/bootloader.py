@@ -13,6 +13,7 @@ import glob
 import os
 import re
 
+from installer.agent import efiboot
 from installer.agent.target import Target
 
 
@@ -57,7 +58,7 @@ def install_prepared(t: Target, disk: str, root_uuid: str, kernel_args: str,
         t.run.files.makedirs(t.path("boot/efi/EFI/BOOT"))
         _core(t, "x86_64-efi", "/boot/efi/EFI/BOOT/BOOTX64.EFI", load_cfg, [])
         if efi:
-            keep_network_first(t)
+            efiboot.keep_network_first(t.run, disk)
     write_config(t, root_uuid, kernel_args)
 
 
@@ -111,19 +112,5 @@ def install(t: Target, disk: str, kernel_args: str, efi: bool) -> None:
         t.chroot(["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi",
                   "--bootloader-id=debian", "--removable", "--no-nvram"])
         if efi:
-            keep_network_first(t)
+            efiboot.keep_network_first(t.run, disk)
     t.chroot(["update-grub"])
-
-
-def keep_network_first(t: Target) -> None:
-    """UEFI puts a new OS ahead of PXE; the master decides what a node boots, so PXE leads."""
-    out = t.run.read(["efibootmgr"], check=False)
-    order = re.search(r"^BootOrder: (\S+)", out, re.M)
-    if not order:
-        return
-    entries = order.group(1).split(",")
-    network = [e for e in entries
-               if re.search(rf"^Boot{e}\*? .*(PXE|Network|IPv4)", out, re.M | re.I)]
-    rest = [e for e in entries if e not in network]
-    if network and entries[:len(network)] != network:
-        t.run.change(["efibootmgr", "--bootorder", ",".join(network + rest)])

@@ -7,6 +7,7 @@ and may hold a file system that mkfs or tune2fs has replaced since.
 
 from __future__ import annotations
 
+import os
 from typing import List, Set, Tuple
 
 from installer.agent import rules
@@ -36,20 +37,87 @@ def signatures(run: Runner, device: str) -> List[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def owner(run: Runner, disk: str) -> str:
-    """'blank', 'ours' (every partition named by the agent) or what foreign data was found."""
+# What an install of ours leaves: GPT on the disk; vfat, swap, ext4 and an LVM PV on its
+# partitions. Anything else (an mdraid member, a LUKS header, NTFS) someone else put there.
+DISK_SIGNATURES = {"gpt", "PMBR"}
+MADE = {"vfat", "swap", "ext4", "LVM2_member"}
+
+
+def owner(run: Runner, disk: str, marker: str = "", vg: str = "") -> str:
+    """Whose the disk is: 'blank'; 'ours' (this install's: every partition named by the
+    agent, the disk GUID `marker`); 'earlier' (an earlier install for this cluster: same
+    names, the marker's cluster half, no VG on it but `vg`); else what was found there."""
     parts = layout(run, disk)
     found = signatures(run, disk)
     if not parts and not found:
         return "blank"
-    if parts and all((p.get("partlabel") or "").startswith(rules.GPT_NAME_PREFIX)
-                     for p in parts):
+    named = parts and all((p.get("partlabel") or "").startswith(rules.GPT_NAME_PREFIX)
+                          for p in parts)
+    guid = disk_guid(run, disk) if named else ""
+    if named and marker and guid == marker.lower():
         return "ours"
+    others = sorted({g for pv, g in physical_volumes(run) if on_disk(pv, disk) and g != vg})
+    kinds = {p["path"]: signatures(run, p["path"]) for p in parts}
+    strange = (set(found) - DISK_SIGNATURES) | ({k for ks in kinds.values() for k in ks} - MADE)
+    if named and marker and rules.same_cluster(guid, marker) and not others and not strange:
+        return "earlier"
     what = [f"{disk}: {', '.join(found)}"] if found else []
     for p in parts:
-        kinds = ", ".join(signatures(run, p["path"])) or "partition"
-        what.append(f"{p['path']}: {kinds} ({p['partlabel'] or 'no name'})")
+        what.append(f"{p['path']}: {', '.join(kinds[p['path']]) or 'partition'} "
+                    f"({p['partlabel'] or 'no name'})")
+    if others:
+        what.append(f"volume group {', '.join(others)}")
+    elif named and not strange:
+        what.append("another cluster's install, or one older than the disk marker")
     return "; ".join(what)
+
+
+def disk_guid(run: Runner, disk: str) -> str:
+    """The GPT disk GUID, lower case; '' for none (blkid exits 2)."""
+    return run.read(["blkid", "-p", "--match-tag", "PTUUID", "--output", "value", disk],
+                    check=False).strip().lower()
+
+
+def on_disk(device: str, disk: str) -> bool:
+    """Whether a device path is the disk or one of its partitions (/dev/sda1 is on
+    /dev/sda, /dev/sdaa1 is not)."""
+    rest = device[len(disk):] if device.startswith(disk) else None
+    return rest is not None and (rest == "" or rest.lstrip("p").isdigit())
+
+
+def drbd_loaded(proc: str = "/proc/drbd") -> bool:
+    """Whether the drbd module is loaded (a first-boot agent on a node that ran Ganeti)."""
+    return os.path.exists(proc)
+
+
+def foreign_holders(disk: str, sys_block: str = "/sys/class/block") -> List[str]:
+    """Device-mapper names holding a partition of the disk that are not LVM's (dm-crypt,
+    kpartx maps): LVM's go with vgchange, these need dmsetup."""
+    names = []
+    base = os.path.basename(disk)
+    parts = [p for p in _listdir(os.path.join(sys_block, base)) if p.startswith(base)]
+    for part in parts:
+        for holder in _listdir(os.path.join(sys_block, base, part, "holders")):
+            dm = os.path.join(sys_block, holder, "dm")
+            if _read(os.path.join(dm, "uuid")).startswith("LVM-"):
+                continue
+            names.append(_read(os.path.join(dm, "name")) or holder)
+    return sorted(set(names))
+
+
+def _listdir(path: str) -> List[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def physical_volumes(run: Runner) -> List[Tuple[str, str]]:

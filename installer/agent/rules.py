@@ -2,6 +2,7 @@
 imports nothing else of the project) can read them and every other side may import them."""
 from __future__ import annotations
 
+import hashlib
 import re
 
 # A MAC as plans, state and file names carry it: six lower-case hex bytes, colon separated.
@@ -38,3 +39,19 @@ def mount_id(volume: str) -> str:
 
 def vg_id(vg: str) -> str:
     return f"vg-{vg}"
+
+
+# The GPT disk GUID the agent gives the disk it partitions: 16 hex digits naming the cluster
+# (its FQDN, hashed), 16 naming the install (the plan's hash). Read back with blkid, no
+# mount and no LVM needed: the whole GUID is this install (a power cut resumes it), the
+# first half an earlier install for this cluster (a reinstall tears it down); any other
+# GUID on a disk of gi- partitions is another cluster's (refused like foreign data).
+def disk_guid(cluster_fqdn: str, install: str) -> str:
+    digits = hashlib.sha256(f"ganeti-installer {cluster_fqdn}".encode()).hexdigest()[:16] + \
+        install[:16]
+    return "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
+
+
+def same_cluster(guid: str, ours: str) -> bool:
+    """Whether a disk GUID names the same cluster as ours (any install of it)."""
+    return guid.replace("-", "").lower()[:16] == ours.replace("-", "").lower()[:16]

@@ -3,9 +3,10 @@ handler, which checks the disk before it acts; one dispatcher (ACTIONS) picks th
 
 The plan's JSON shape is plan.schema.json's ($defs/<type>); the fields of each type here are
 those of its $defs entry. Partitions the agent creates carry GPT names `gi-<action id>`; a disk
-whose partitions all carry such names is ours and may be re-partitioned (a resumed install, a
-rebuild). Any other signature on the disk is foreign data: refused, and the disk left
-untouched, unless the plan says wipe.
+whose partitions all carry such names and whose GPT disk GUID names this cluster
+(rules.disk_guid) is ours: this install's is resumed, an earlier one's is torn down and laid
+out again (a reinstall, a rebuild). Anything else on the disk (another cluster's install
+too) is foreign data: refused, and the disk left untouched, unless the plan says wipe.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type
 
 from installer.agent import diskprobe as probe
-from installer.agent import rules
+from installer.agent import journal, rules
 from installer.agent.diskprobe import partition_path
 from installer.agent.disks import Disk
 from installer.agent.proc import Runner
@@ -78,8 +79,13 @@ class DiskAction(Action):
 
     def apply(self, st: Storage) -> None:
         st.devices[self.id] = st.disk.devnode
-        owner = probe.owner(st.run, st.disk.devnode)
+        owner = probe.owner(st.run, st.disk.devnode, st.marker, st.vg_name())
         if owner in ("blank", "ours"):
+            return
+        if owner == "earlier":      # this cluster's earlier install of the node: a reinstall
+            st.run.log(f"{st.disk.describe()} holds an earlier install for this cluster: "
+                       "tearing it down")
+            self.teardown(st)
             return
         if not self.wipe:
             raise ForeignData(
@@ -90,15 +96,22 @@ class DiskAction(Action):
 
     @staticmethod
     def teardown(st: Storage) -> None:
-        """Release and erase what is on the disk: VGs on it, then every signature."""
+        """Release what holds the disk, top down, then erase every signature: DRBD (it sits
+        on the VG's volumes), the VGs on the disk, other device-mapper maps; a signature
+        left behind would make the new PV's pvcreate or LVM's scan trip over the old VG."""
         disk = st.disk.devnode
-        for pv, vg in probe.physical_volumes(st.run):
-            if pv.startswith(disk):
-                st.run.change(["vgchange", "--activate", "n", vg])
+        if probe.drbd_loaded():
+            st.run.change(["drbdsetup", "down", "all"])
+        vgs = {vg for pv, vg in probe.physical_volumes(st.run) if probe.on_disk(pv, disk)}
+        for vg in sorted(vgs):
+            st.run.change(["vgchange", "--activate", "n", vg])
+        for name in probe.foreign_holders(disk):
+            st.run.change(["dmsetup", "remove", "--retry", name])
         for p in probe.layout(st.run, disk):
             st.run.change(["wipefs", "--all", "--force", p["path"]])
         st.run.change(["wipefs", "--all", "--force", disk])
         st.run.change(["sgdisk", "--zap-all", disk])
+        st.cleared = True
 
 
 @dataclass
@@ -115,7 +128,7 @@ class Partition(Action):
 
     def apply(self, st: Storage) -> None:
         wanted = st.of_type(Partition)
-        if self is wanted[0] and not self.matches(st, wanted):
+        if self is wanted[0] and (st.cleared or not self.matches(st, wanted)):
             self.make_all(st, wanted)
         st.devices[self.id] = partition_path(st.disk.devnode, self.number)
 
@@ -137,7 +150,7 @@ class Partition(Action):
         disk = st.disk.devnode
         # --clear first in the same run: a new protective MBR and empty GPT (both copies),
         # then the partitions; one sgdisk, which syncs and re-reads the table once.
-        argv = ["sgdisk", "--clear"]
+        argv = ["sgdisk", "--clear", f"--disk-guid={st.marker}"]
         for a in wanted:
             end = f"+{a.size // 1024}K" if a.size else "0"
             n = a.number
@@ -165,6 +178,8 @@ class LvmVolgroup(Action):
         pvs = [st.devices[d] for d in self.devices]
         st.devices[self.id] = f"/dev/{self.name}"
         have = probe.volume_groups(st.run)
+        if st.cleared:      # torn down: what a dry run still reads on the disk is gone
+            have = {(vg, pv) for vg, pv in have if not probe.on_disk(pv, st.disk.devnode)}
         if all((self.name, pv) in have for pv in pvs):
             return
         if any(vg == self.name for vg, _ in have):
@@ -283,6 +298,12 @@ class Storage:
         self.keep_root = keep_root      # whether root holds this plan's finished OS
         self.kept: List[str] = []
         self._resuming: Optional[bool] = None
+        self.cleared = False            # the disk was torn down (a dry run reads it as was)
+        # The disk's GPT GUID: this cluster, this plan (rules.disk_guid).
+        self.marker = rules.disk_guid(plan["cluster"]["name"], journal.plan_hash(plan))
+
+    def vg_name(self) -> str:
+        return next((a.name for a in self.of_type(LvmVolgroup)), "")
 
     def of_type(self, cls: type) -> list:
         return [a for a in self.actions if isinstance(a, cls)]
@@ -293,11 +314,13 @@ class Storage:
             action.apply(self)
 
     def owner(self) -> str:
-        return probe.owner(self.run, self.disk.devnode)
+        return probe.owner(self.run, self.disk.devnode, self.marker, self.vg_name())
 
     def resuming(self) -> bool:
         """Whether root already holds this plan's OS: then no filesystem is made again, since
         the installed fstab names the UUIDs of the ESP and swap as well as root's."""
+        if self.cleared:
+            return False
         if self._resuming is None:
             fmt = self.by_id[self._root_mount().device]
             device = self.devices.get(fmt.volume) if isinstance(fmt, Format) else None

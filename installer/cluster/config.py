@@ -17,7 +17,21 @@ from installer.cluster.errors import ConfigError, ConfigInvalid, quote
 from installer.cluster.instance_images import InstanceImages
 from installer.cluster.mirror import host_mirror
 from installer.cluster.releases import DEFAULT_RELEASE, RELEASES, Release
-from installer.cluster.validate import Reader, check_shape
+from installer.cluster.validate import HOST, PATH, Reader, check_shape
+
+
+@dataclass(frozen=True)
+class Power:
+    """How `ganeti-installer power` switches a node: a Wake-on-LAN packet, a person at the
+    PC, or its BMC over IPMI (the password stays in its file; only the path is kept)."""
+    method: str                         # "wol", "manual" or "ipmi"
+    address: str | None = None          # the BMC's address or host name
+    port: int = 623
+    user: str | None = None
+    password_file: str | None = None
+
+
+WOL = Power("wol")
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,7 @@ class Node:
     ip: str
     role: str              # "master", "candidate" or "regular"
     index: int
+    power: Power = WOL
 
 
 @dataclass(frozen=True)
@@ -387,7 +402,7 @@ def _nodes(r: Reader, management: Management, prov: Provisioning) -> list[Node]:
         k = f"nodes[{i}]"
         node = Node(name=r.hostname(f"{k}.name"), fqdn="", mac=r.mac(f"{k}.mac"),
                     ip=r.address(f"{k}.ip"), role=r.choice(f"{k}.role", ROLES, default=None),
-                    index=i)
+                    index=i, power=_power(r, f"{k}.power"))
         if node.ip and not r.failed("network.management.cidr"):
             r.host_in(f"{k}.ip", node.ip, management.network, gateway=management.gateway)
             if node.ip == prov.address:
@@ -403,11 +418,69 @@ def _nodes(r: Reader, management: Management, prov: Provisioning) -> list[Node]:
             else:
                 seen[what][value] = k + (f" ({node.name})" if node.name else "")
         out.append(node)
+    _shared_bmcs(r, out)
     if management.vlan and prov.nic and len(f"{prov.nic}.{management.vlan}") > 15:
         r.error("network.provisioning.nic", f"{quote(prov.nic + '.' + str(management.vlan))} "
                 "is longer than 15 characters, the kernel's limit for interface names",
                 "use a shorter NIC name")
     return out
+
+
+# -- power: how `ganeti-installer power` reaches each PC -----------------------------------
+
+POWER_METHODS = ("wol", "manual")       # as a string; IPMI is a table (it needs a BMC)
+IPMI_USER = re.compile(r"[A-Za-z0-9_.@-]{1,16}")    # IPMI 2.0: at most 16 bytes
+IPMI_EXAMPLE = ('power = { ipmi = "192.168.20.122", user = "ADMIN", '
+                'password_file = "/etc/ganeti-installer/bmc-node1" }')
+
+
+def _power(r: Reader, key: str) -> Power:
+    value = r.raw(key)
+    if isinstance(value, dict):
+        return _ipmi(r, key)
+    if value == "ipmi":
+        r.error(key, "IPMI needs the BMC's address, user and password file",
+                f"write {IPMI_EXAMPLE}")
+        return WOL
+    return Power(r.choice(key, POWER_METHODS, default="wol") or "wol")
+
+
+def _ipmi(r: Reader, key: str) -> Power:
+    address = r.string(f"{key}.ipmi", what="the BMC's address")
+    if address is not None and not HOST.fullmatch(address):
+        r.error(f"{key}.ipmi", f"{quote(address)} is not an address or host name",
+                'write the BMC\'s IPv4 address or DNS name, e.g. ipmi = "192.168.20.122"')
+        address = None
+    user = r.string(f"{key}.user", what="the BMC user's name")
+    if user is not None and not IPMI_USER.fullmatch(user):
+        r.error(f"{key}.user", f"{quote(user)} is not an IPMI user name",
+                "use the BMC's user name: 1 to 16 letters, digits or _ . @ -")
+        user = None
+    secret = r.string(f"{key}.password_file", what="the path of a file")
+    if secret is not None and (not PATH.fullmatch(secret) or
+                               any(p in (".", "..") for p in secret.split("/"))):
+        r.error(f"{key}.password_file", f"{quote(secret)} is not an absolute file path",
+                "write the absolute path of a file (mode 0600) holding only the BMC "
+                "password, e.g. /etc/ganeti-installer/bmc-node1; never the password itself")
+        secret = None
+    port = r.integer(f"{key}.port", default=623, low=1, high=65535,
+                     fix="use the BMC's UDP port (623 unless it was changed)")
+    return Power("ipmi", address, port or 623, user, secret)
+
+
+def _shared_bmcs(r: Reader, nodes: list[Node]) -> None:
+    """One BMC switches one PC: two nodes naming the same one would switch each other."""
+    seen: dict[tuple, Node] = {}
+    for n in nodes:
+        if n.power.method != "ipmi" or not n.power.address:
+            continue
+        bmc = (n.power.address.lower(), n.power.port)
+        if bmc in seen:
+            r.error(f"nodes[{n.index}].power.ipmi", f"BMC {n.power.address} is also "
+                    f"nodes[{seen[bmc].index}]'s ({seen[bmc].name})",
+                    "give each node the address of its own BMC")
+        else:
+            seen[bmc] = n
 
 
 def _cluster_ip(r: Reader, management: Management, nodes: list[Node]) -> str:

@@ -1,6 +1,6 @@
 """Every key a cluster file may hold, with the TOML type its value must have: a nested map
 is a table, [map] an array of tables, [str] a list of strings, {str: str} a table of any
-keys with string values. Unknown keys are typos until
+keys with string values, (str, map) a string or a table. Unknown keys are typos until
 proven otherwise, and a value of the wrong type is refused before its meaning is looked at
 (see validate.check_shape). Sizes are strings ("10GiB"): a bare number has no unit."""
 
@@ -22,7 +22,9 @@ SCHEMA = {
     "ntp": {"servers": [str]},
     "ssh": {"authorized_keys": [str]},
     "root": {"password_hash": str},
-    "nodes": [{"name": str, "mac": str, "ip": str, "role": str}],
+    "nodes": [{"name": str, "mac": str, "ip": str, "role": str,
+               # how `ganeti-installer power` switches the PC: "wol", "manual", or its BMC
+               "power": (str, {"ipmi": str, "port": int, "user": str, "password_file": str})}],
     # Ganeti's own kvm parameter names (gnt-cluster modify -H kvm:NAME=VALUE): {str: str}
     # is a table whose keys are free and whose values are strings.
     "hypervisor": {"kvm": {str: str}},
@@ -36,3 +38,6 @@ SCHEMA = {
 NAMES = {str: "a string", int: "a whole number", bool: "true or false", float: "a number",
          list: "a list", dict: "a table"}
 EXAMPLES = {"root": '"10GiB"', "swap": '"2GiB"'}      # sizes: a string with its unit
+# A value that may be a string or a table: how to write either.
+EITHER = {"power": 'power = "wol" (or "manual"), or power = { ipmi = "<BMC address>", '
+                   'user = "…", password_file = "/etc/…" }'}

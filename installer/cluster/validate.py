@@ -75,6 +75,8 @@ def _shape(value, spec, where, file, errors, refused):
         return _shape_table(value, spec, where, file, errors, refused)
     if isinstance(spec, list):
         return _shape_list(value, spec[0], where, file, errors, refused)
+    if isinstance(spec, tuple):
+        return _shape_either(value, spec, where, file, errors, refused)
     if isinstance(value, spec) and not (spec is int and isinstance(value, bool)):
         return value
     return _refuse(where, value, keys.NAMES[spec], _scalar_fix(where, value, spec), file,
@@ -83,8 +85,9 @@ def _shape(value, spec, where, file, errors, refused):
 
 def _shape_table(value, spec, where, file, errors, refused):
     if not isinstance(value, dict):
+        names = ", ".join(k if isinstance(k, str) else "<name> = \"…\"" for k in spec)
         return _refuse(where, value, "a table", f"write [{where}] on a line of its own, then "
-                       f"its keys ({', '.join(spec)})", file, errors, refused)
+                       f"its keys ({names})", file, errors, refused)
     out = {}
     for key, item in value.items():
         shown = key if len(key) <= SHOWN_KEY else key[:SHOWN_KEY] + "…"
@@ -123,6 +126,19 @@ def _shape_list(value, item_spec, where, file, errors, refused):
         refused.add(where)
         return _BAD
     return out
+
+
+def _shape_either(value, spec, where, file, errors, refused):
+    """A key that takes a scalar or a table (nodes[].power = "wol" or { ipmi = … })."""
+    scalar, table = spec
+    if isinstance(value, dict):
+        return _shape_table(value, table, where, file, errors, refused)
+    if isinstance(value, scalar) and not (scalar is int and isinstance(value, bool)):
+        return value
+    name = where.rsplit(".", 1)[-1]
+    return _refuse(where, value, f"{keys.NAMES[scalar]} or a table",
+                   "write " + keys.EITHER.get(name, f"{name} = <{keys.NAMES[scalar]}>"),
+                   file, errors, refused)
 
 
 def _scalar_fix(where: str, value, spec) -> str:

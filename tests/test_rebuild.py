@@ -1,0 +1,146 @@
+"""`ganeti-installer rebuild` (issue 16): what it decides from the cluster's own answers
+(gnt-node list, gnt-instance list as Ganeti prints them with --separator) and the order it
+acts in. The end-to-end rebuild of a VM cluster node is a VM test of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from installer.cluster.errors import InstallerError
+from installer.master import rebuild
+from installer.master.rebuild import RebuildRefused
+
+NODES = """node1.project.edu|Y|N
+node2.project.edu|N|N
+node3.project.edu|N|N
+"""
+# web: primary on node2, secondary node3 (DRBD), running; db: primary node3, secondary node2,
+# running; cold: primary node2, stopped, DRBD on node1; scratch: plain on node1.
+INSTANCES = """web.project.edu|node2.project.edu|node3.project.edu|running|drbd
+db.project.edu|node3.project.edu|node2.project.edu|running|drbd
+cold.project.edu|node2.project.edu|node1.project.edu|ADMIN_down|drbd
+scratch.project.edu|node1.project.edu||running|plain
+"""
+NODE2, NODE3 = "node2.project.edu", "node3.project.edu"
+
+
+def decide(node: str, evacuate: bool, instances: str = INSTANCES) -> rebuild.Steps:
+    return rebuild.plan(node, rebuild.parse_nodes(NODES), rebuild.parse_instances(instances),
+                        evacuate)
+
+
+def test_instances_parse_with_their_secondaries():
+    assert rebuild.parse_instances(INSTANCES)[0] == rebuild.Instance(
+        "web.project.edu", NODE2, (NODE3,), "running", "drbd")
+    assert rebuild.parse_instances(INSTANCES)[3].secondaries == ()
+    assert rebuild.parse_nodes(NODES) == {"node1.project.edu": True, NODE2: False,
+                                          NODE3: False}
+
+
+def test_a_primary_for_instances_is_refused_naming_them():
+    with pytest.raises(RebuildRefused) as e:
+        decide(NODE2, evacuate=False)
+    assert str(e.value) == (
+        "node2.project.edu is primary for 2 instance(s): web.project.edu (running), "
+        "cold.project.edu (ADMIN_down): rebuild with --evacuate to move them to their "
+        "secondaries first, or move or stop them yourself")
+
+
+def test_evacuate_migrates_fails_over_then_offlines_and_replaces_after_the_join():
+    steps = decide(NODE2, evacuate=True)
+    assert steps.before == [
+        ["gnt-node", "migrate", "-f", NODE2],
+        ["gnt-instance", "failover", "-f", "cold.project.edu"],
+        ["gnt-node", "modify", "-O", "yes", "--auto-promote", NODE2]]
+    assert steps.after == [
+        ["gnt-instance", "replace-disks", "-s", "web.project.edu"],
+        ["gnt-instance", "replace-disks", "-s", "db.project.edu"],
+        ["gnt-instance", "replace-disks", "-s", "cold.project.edu"],
+        ["gnt-cluster", "verify"]]
+
+
+def test_a_secondary_only_node_needs_no_evacuation():
+    steps = decide(NODE3, evacuate=False, instances=INSTANCES.splitlines()[0] + "\n")
+    assert steps.before == [["gnt-node", "modify", "-O", "yes", "--auto-promote", NODE3]]
+    assert steps.after == [["gnt-instance", "replace-disks", "-s", "web.project.edu"],
+                           ["gnt-cluster", "verify"]]
+
+
+def test_the_only_copy_of_a_plain_instance_is_refused_even_with_evacuate():
+    plain = "scratch.project.edu|node3.project.edu||running|plain\n"
+    with pytest.raises(RebuildRefused, match=r"node3.project.edu holds the only copy of 1 "
+                                             r"instance\(s\): scratch.project.edu \(running\) "
+                                             r"\(disk template plain\): move them with "
+                                             r"`gnt-instance move`"):
+        decide(NODE3, evacuate=True, instances=INSTANCES + plain)
+
+
+def test_the_master_and_strangers_are_refused():
+    with pytest.raises(RebuildRefused, match=r"node1.project.edu is the cluster's master: "
+                                             r"make another node master first"):
+        decide("node1.project.edu", evacuate=True)
+    with pytest.raises(RebuildRefused, match=r"node9.project.edu is not in the cluster "
+                                             r"\(gnt-node list names node1.project.edu, "
+                                             r"node2.project.edu, node3.project.edu\): use "
+                                             r"`reinstall`"):
+        decide("node9.project.edu", evacuate=True)
+
+
+class World:
+    """The master's answers, serve's node states in turn, and everything done, in order."""
+
+    def __init__(self, states: list[tuple[str, str]]):
+        self.done: list = []
+        self.states = states
+
+    def on_master(self, argv, timeout):
+        self.done.append(("master", argv[:2]))
+        return {"gnt-node list": NODES, "gnt-instance list": INSTANCES}.get(
+            " ".join(argv[:2]), "ok\n")
+
+    def actions(self) -> rebuild.Actions:
+        return rebuild.Actions(
+            on_master=self.on_master, reinstall=lambda: self.done.append("reinstall"),
+            power_on=lambda: self.done.append("power") or "sent",
+            state=lambda: self.states.pop(0), log=lambda line: None,
+            sleep=lambda s: self.done.append("wait"))
+
+
+def test_run_acts_in_order_and_replaces_disks_only_once_joined():
+    world = World([("pending", ""), ("installing", "os"), ("joined", "")])
+    rebuild.run(NODE3, world.actions(), evacuate=True, power=True)
+    assert world.done == [
+        ("master", ["gnt-node", "list"]), ("master", ["gnt-instance", "list"]),
+        ("master", ["gnt-node", "migrate"]), ("master", ["gnt-node", "modify"]),
+        "reinstall", "power", "wait", "wait",
+        ("master", ["gnt-instance", "replace-disks"]),
+        ("master", ["gnt-instance", "replace-disks"]), ("master", ["gnt-cluster", "verify"])]
+
+
+def test_a_refusal_changes_nothing():
+    world = World([])
+    with pytest.raises(RebuildRefused):
+        rebuild.run(NODE2, world.actions(), evacuate=False, power=True)
+    assert world.done == [("master", ["gnt-node", "list"]), ("master", ["gnt-instance", "list"])]
+
+
+def test_a_failed_join_stops_before_replace_disks_and_says_what_next():
+    world = World([("installing", ""), ("failed", "join: host-key")])
+    with pytest.raises(InstallerError, match=r"node3.project.edu: the reinstall or join failed "
+                                             r"\(join: host-key\); .* then run gnt-instance "
+                                             r"replace-disks -s"):
+        rebuild.run(NODE3, world.actions(), evacuate=True, power=False)
+    assert not any("replace-disks" in str(d) for d in world.done)
+    assert "power" not in world.done
+
+
+def test_the_cli_refuses_the_cluster_files_master_before_reaching_anything(tmp_path, capsys):
+    import tomli_w
+
+    from installer import cli
+    from tests.conftest import example_data
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(example_data()))
+    assert cli.main(["rebuild", str(path), str(tmp_path / "out"), "node1"]) == 1
+    assert "error: node1 is cluster.master in" in capsys.readouterr().err
+    assert not (tmp_path / "cluster-state").exists()
