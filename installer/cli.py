@@ -100,12 +100,10 @@ def cmd_serve(args) -> int:
     cluster = _load(args.file, False)
     if cluster is None:
         return 1
-    p = cluster.provisioning
-    # Every address: nodes netboot on the untagged VLAN, installed nodes report over VLAN 100.
-    host, port = serve.parse_listen(args.listen or f"0.0.0.0:{p.http_port}")
     opts = serve.Options(cluster=cluster, cluster_file=args.file, outdir=args.outdir,
                          state_dir=args.state or statedir.default(cluster, args.outdir),
-                         host=host, port=port, dhcp=not args.no_dhcp, join=not args.no_join)
+                         listen=serve.listen_addresses(cluster, args.listen),
+                         dhcp=not args.no_dhcp, join=not args.no_join)
     return serve.run(opts)
 
 
@@ -122,8 +120,9 @@ def _base_url(args) -> str:
 
 
 def cmd_status(args) -> int:
-    from installer.master import status
-    return status.show(_base_url(args), as_json=args.json, watch=args.watch)
+    from installer.master import statedir, status
+    token = statedir.admin_token(args.state, create=False) if args.state else None
+    return status.show(_base_url(args), as_json=args.json, watch=args.watch, token=token)
 
 
 def cmd_reinstall(args) -> int:
@@ -205,8 +204,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("outdir", help="the OUTDIR render or build wrote")
     s.add_argument("--state", metavar="DIR", help="state directory (default: beside OUTDIR, "
                    "<cluster name>-state)")
-    s.add_argument("--listen", metavar="ADDR:PORT", help="HTTP address (default: "
-                   "every address, port network.provisioning.http_port)")
+    s.add_argument("--listen", metavar="ADDR:PORT", action="append",
+                   help="HTTP address, repeated or a comma list (default: "
+                   "network.provisioning.address and the address booted nodes report to, "
+                   "at network.provisioning.http_port)")
     s.add_argument("--no-dhcp", action="store_true",
                    help="do not start dnsmasq (another server does DHCP and TFTP)")
     s.add_argument("--no-join", action="store_true",
@@ -220,6 +221,8 @@ def parser() -> argparse.ArgumentParser:
                         "in the cluster file.")
     st.add_argument("--url", help="the master's base URL, e.g. http://10.99.0.1:8080")
     st.add_argument("--cluster", metavar="FILE", help="take the URL from this cluster file")
+    st.add_argument("--state", metavar="DIR", help="serve's state directory: its admin "
+                    "token is sent (needed unless --url is a loopback address, 127.0.0.1)")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
                     help="refresh every SECONDS (default 2) until Ctrl-C")
