@@ -56,13 +56,15 @@ def listen_addresses(cluster: Cluster, given: list[str] | None) -> list[tuple[st
     """--listen's addresses (repeated, or a comma list); by default where the cluster file
     says nodes come: the provisioning address (netbooting nodes) and the address booted
     nodes report to (the master's management address, or a separate serving host's
-    management_address). Not every address: a stranger on another network has no door."""
+    management_address), and 127.0.0.1 for the admin's status on the serving host. Not
+    every address: a stranger on another network has no door."""
     if given:
         found = [parse_listen(one) for text in given for one in text.split(",") if one.strip()]
         return list(dict.fromkeys(found))
     prov = cluster.provisioning
     report_host = cluster.boot_report_url.removeprefix("http://").rpartition(":")[0]
-    return list(dict.fromkeys([(prov.address, prov.http_port), (report_host, prov.http_port)]))
+    return list(dict.fromkeys((host, prov.http_port)
+                              for host in (prov.address, report_host, "127.0.0.1")))
 
 
 def log(line: str) -> None:
