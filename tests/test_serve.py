@@ -225,10 +225,10 @@ def test_a_plan_goes_out_once_and_the_admin_sees_the_second_fetch(lan):
         assert '"token": "' in first.stdout, first
         subprocess.run(["ip", "-n", lan.client, "addr", "add", "10.99.0.66/24", "dev",
                         lan.client_if], check=True)
+        path = url.removeprefix("http://10.99.0.1:8080")
         code = ("import http.client, json; c = http.client.HTTPConnection('10.99.0.1', 8080, "
-                "timeout=10, source_address=('10.99.0.66', 0)); c.request('GET', %r); "
-                "r = c.getresponse(); print(r.status); print(json.load(r)['error'])"
-                % url.removeprefix("http://10.99.0.1:8080"))
+                f"timeout=10, source_address=('10.99.0.66', 0)); c.request('GET', {path!r}); "
+                "r = c.getresponse(); print(r.status); print(json.load(r)['error'])")
         second = ns(lan.client, sys.executable, "-c", code)
         lines = second.stdout.splitlines()
         assert lines[0] == "409", second
