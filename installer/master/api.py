@@ -180,16 +180,20 @@ async def get_plan(request: web.Request) -> web.Response:
 
 
 def refusal(node: NodeRow, fetch: dict) -> str:
-    """Why a plan fetch was refused, what a resuming node does, and how to re-arm."""
-    rearm = f"to install {node.name} afresh, re-arm it: ganeti-installer reinstall " \
-            f"CLUSTER OUTDIR {node.name}"
+    """Why a plan fetch was refused, who took the plan, what a resuming node does, and how
+    to re-arm."""
+    said = []
     if node.state != NodeState.PENDING:
-        return (f"{node.name} is {node.state}: its plan goes out only while it is armed for "
-                f"install (pending); {rearm}")
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(fetch["taken_at"]))
-    return (f"the plan of {node.name} was already taken by {fetch['taken_by']} at {when} "
-            f"(a plan goes out once per install cycle); a node resuming after a power cut "
-            f"continues from the plan on its disk; {rearm}")
+        said.append(f"{node.name} is {node.state}: its plan goes out only while it is armed "
+                    "for install (pending)")
+    if fetch["taken_at"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(fetch["taken_at"]))
+        said.append(f"the plan of {node.name} was already taken by {fetch['taken_by']} at "
+                    f"{when} (a plan goes out once per install cycle); a node resuming after "
+                    "a power cut continues from the plan on its disk")
+    said.append(f"to install {node.name} afresh, re-arm it: ganeti-installer reinstall "
+                f"CLUSTER OUTDIR {node.name}")
+    return "; ".join(said)
 
 
 class UnknownMac(reports.Refused):
