@@ -119,7 +119,9 @@ def test_the_kept_plan_is_found_read_only_on_a_gi_root_partition(server, tmp_pat
             savedplan.save(plan, str(where))
         finally:
             subprocess.run(["umount", str(where)], check=True)
-        monkeypatch.setattr(savedplan, "root_partitions", lambda run: ["/dev/nowhere", root])
+        monkeypatch.setattr(savedplan, "partitions",
+                            lambda run: [("/dev/nowhere", savedplan.PLAN),
+                                         (root, savedplan.PLAN)])
         before = _digest(root)
         said: list[str] = []
         found = savedplan.find([MAC], running_root=str(tmp_path), log=said.append)
@@ -139,8 +141,10 @@ class Lsblk:
                 "/dev/sdb\n/dev/sdb1 gi-root\\x20copy\n/dev/sdb2 data\n/dev/nvme0n1p4 gi-root\n")
 
 
-def test_root_partitions_are_the_ones_named_gi_root():
-    assert savedplan.root_partitions(Lsblk()) == ["/dev/sda4", "/dev/nvme0n1p4"]
+def test_kept_plans_are_looked_for_on_gi_root_then_gi_esp():
+    assert savedplan.partitions(Lsblk()) == [
+        ("/dev/sda4", savedplan.PLAN), ("/dev/nvme0n1p4", savedplan.PLAN),
+        ("/dev/sda2", "ganeti-installer/plan.json")]
 
 
 def _digest(path: str) -> str:
@@ -158,3 +162,20 @@ def test_a_kept_plan_of_another_machine_or_without_a_token_is_not_taken(tmp_path
     (tmp_path / savedplan.PLAN).write_text('{"plan_version": 1, "cut mid-wri')
     assert savedplan._plan_in(str(tmp_path / savedplan.PLAN), [MAC]) is None
     assert os.path.exists(tmp_path / savedplan.PLAN)
+
+
+def test_the_plan_is_kept_on_the_esp_too_which_the_os_image_write_leaves(server, tmp_path):
+    """The OS image replaces root's file system (and root's copy) whole: the ESP's copy is
+    what a cut during that write resumes with."""
+    plan, _ = client.fetch_plan(plan_url(server))
+    esp = tmp_path / savedplan.ESP
+    esp.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "esp", str(esp)], check=True)
+    try:
+        savedplan.save(plan, str(tmp_path))
+        kept = esp / savedplan.ESP_PLAN
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        (tmp_path / savedplan.PLAN).unlink()                # root rewritten by the image
+        assert savedplan._plan_in(str(kept), [MAC]) == plan
+    finally:
+        subprocess.run(["umount", str(esp)], check=True)

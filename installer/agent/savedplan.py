@@ -2,9 +2,10 @@
 once per install cycle, so a netboot after a power cut resumes with the plan it kept.
 
 The plan is saved as soon as the journal exists, in the journal's place on the new root file
-system (mode 0600: it holds the token), and again whenever that file system is made anew (the
-OS image overwrites it). It is found again read-only: the running system's own copy (first-boot
-mode), then the root partitions the agent made (GPT name gi-root) on any local disk, mounted
+system (mode 0600: it holds the token), and again whenever that file system is made anew;
+and on the ESP, which the OS image write does not touch (root's copy is gone while the image
+is written). It is found again read-only: the running system's own copy (first-boot mode),
+then the partitions the agent made (GPT names gi-root, gi-esp) on any local disk, mounted
 read-only, holding a plan for one of this machine's MACs.
 """
 
@@ -13,18 +14,25 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from installer.agent import planschema, rules
 from installer.agent.files import write_atomically
 from installer.agent.proc import CommandFailed, Runner
 
 PLAN = "var/lib/ganeti-installer/plan.json"
+ESP = "boot/efi"
+ESP_PLAN = "ganeti-installer/plan.json"     # on the ESP (mounted umask=0077 once installed)
 ROOT_LABEL = rules.GPT_NAME_PREFIX + rules.ROOT
+# Where a kept plan lies on each kind of partition the agent made.
+KEPT = {ROOT_LABEL: PLAN, rules.GPT_NAME_PREFIX + rules.ESP: ESP_PLAN}
 
 
 def save(plan: dict, target: str) -> None:
-    write_atomically(os.path.join(target, PLAN), json.dumps(plan), 0o600, durable=True)
+    text = json.dumps(plan)
+    write_atomically(os.path.join(target, PLAN), text, 0o600, durable=True)
+    if os.path.ismount(os.path.join(target, ESP)):
+        write_atomically(os.path.join(target, ESP, ESP_PLAN), text, 0o600, durable=True)
 
 
 def find(macs: List[str], run: Optional[Runner] = None, *, running_root: str = "/",
@@ -35,27 +43,28 @@ def find(macs: List[str], run: Optional[Runner] = None, *, running_root: str = "
     if plan is not None:
         log(f"resuming with the plan kept in {os.path.join(running_root, PLAN)}")
         return plan
-    for device in root_partitions(run):
-        plan = _read_on(device, run, macs)
+    for device, path in partitions(run):
+        plan = _read_on(device, path, run, macs)
         if plan is not None:
             log(f"resuming with the plan kept on {device}")
             return plan
     return None
 
 
-def root_partitions(run: Runner) -> List[str]:
-    """Every partition named gi-root on this machine's disks."""
+def partitions(run: Runner) -> List[Tuple[str, str]]:
+    """(device, where a kept plan lies on it) of every gi-root and gi-esp partition on this
+    machine's disks: the roots first."""
     out = run.read(["lsblk", "--raw", "--paths", "--noheadings", "--output",
                     "PATH,PARTLABEL"], check=False)
     found = []
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) == 2 and fields[1] == ROOT_LABEL:
-            found.append(fields[0])
-    return found
+        if len(fields) == 2 and fields[1] in KEPT:
+            found.append((fields[0], KEPT[fields[1]]))
+    return sorted(found, key=lambda kept: kept[1] != PLAN)
 
 
-def _read_on(device: str, run: Runner, macs: List[str]) -> Optional[dict]:
+def _read_on(device: str, path: str, run: Runner, macs: List[str]) -> Optional[dict]:
     where = tempfile.mkdtemp(prefix="gi-plan-")
     try:
         run.read(["mount", "-o", "ro", device, where])
@@ -63,7 +72,7 @@ def _read_on(device: str, run: Runner, macs: List[str]) -> Optional[dict]:
         os.rmdir(where)
         return None
     try:
-        return _plan_in(os.path.join(where, PLAN), macs)
+        return _plan_in(os.path.join(where, path), macs)
     finally:
         run.read(["umount", where], check=False)
         os.rmdir(where)
