@@ -215,7 +215,7 @@ class Installer:
             return
         self.journal.attach(self.target)
         self.reporter.attach(self.target)
-        savedplan.save(self.plan, self.target)
+        savedplan.save(self.plan, self.target, self.log)
 
     def _disk(self) -> disks.Disk:
         if self.disk is None:   # identify runs first, after every restart: a bug if not

@@ -28,11 +28,31 @@ ROOT_LABEL = rules.GPT_NAME_PREFIX + rules.ROOT
 KEPT = {ROOT_LABEL: PLAN, rules.GPT_NAME_PREFIX + rules.ESP: ESP_PLAN}
 
 
-def save(plan: dict, target: str) -> None:
+def save(plan: dict, target: str, log: Callable[[str], None] = print) -> None:
     text = json.dumps(plan)
     write_atomically(os.path.join(target, PLAN), text, 0o600, durable=True)
     if os.path.ismount(os.path.join(target, ESP)):
-        write_atomically(os.path.join(target, ESP, ESP_PLAN), text, 0o600, durable=True)
+        try:
+            _write_esp(os.path.join(target, ESP, ESP_PLAN), text)
+        except OSError as e:    # the root copy is kept: only a cut in the OS write is hurt
+            log(f"warning: cannot keep the plan on the ESP ({e}): a power cut while the OS "
+                "image is written will need ganeti-installer reinstall for this node")
+
+
+def _write_esp(path: str, text: str) -> None:
+    """Replace PATH on the ESP, durably. No chmod: FAT has no modes (vfat refuses most with
+    EPERM); the installed system mounts the ESP umask=0077, root's alone."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".new", "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".new", path)
+    fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def find(macs: List[str], run: Optional[Runner] = None, *, running_root: str = "/",
