@@ -547,3 +547,17 @@ def test_no_file_outside_the_served_trees(traps, path, statuses):
     assert b"SECRET-OUTSIDE" not in body and b"root:" not in body
     assert b"password_hash" not in body and b"plan_version" not in body
     assert json.loads(body)["error"]
+
+
+def test_a_plan_fetch_the_database_cannot_record_hands_out_nothing(server):
+    """The token goes out only once its fetch is on disk: else a 503 (the agent asks
+    again) and the node stays armed."""
+    real, server.state.db = server.state.db, CommitFails(server.state.db)
+    try:
+        resp = requests.get(f"{server.url}/api/v1/plans/{DASHED}", timeout=10)
+    finally:
+        server.state.db = real
+    refused(resp, 503, "could not record the plan fetch")
+    assert server.state.node("node1").token not in resp.text
+    assert server.state.plan_fetch("node1")["taken_at"] == 0
+    assert plan(server)["report"]["token"] == server.state.node("node1").token

@@ -171,6 +171,10 @@ async def get_plan(request: web.Request) -> web.Response:
         return error(e.status, e.message)
     except reports.Refused as e:
         return error(e.status, e.message)
+    except (sqlite3.Error, InstallerError) as e:    # nothing handed out: the agent asks again
+        svc.log(f"the state database did not record a plan fetch: {e}")
+        return error(503, f"the master could not record the plan fetch ({e}): check the "
+                          "disk of serve's --state directory; the agent asks again")
     if not taken:
         svc.log(f"{node.name}: plan fetch from {address} refused ({node.state})")
         return error(409, refusal(node, fetch))
