@@ -157,10 +157,13 @@ def test_a_plan_goes_out_once_per_install_cycle(state, monkeypatch):
     assert taken and node.state == "pending"
     assert fetch == {"taken_by": "10.99.0.20", "taken_at": 1000.0, "refused_by": "",
                      "refused_at": 0.0, "refusals": 0}
+    noted = []
     for when, address in ((1001.0, "10.99.0.66"), (1002.0, "10.99.0.66"),
                           (1003.0, "10.99.0.67")):
         taken, node, fetch = state.take_plan("node1", address, when)
         assert not taken
+        noted.append(fetch["noted"])
+    assert noted == [True, False, True]
     assert fetch["taken_by"] == "10.99.0.20" and fetch["refusals"] == 3
     assert (fetch["refused_by"], fetch["refused_at"]) == ("10.99.0.67", 1003.0)
     refused = [e for e in state.events("node1") if e["status"] == "refused"]

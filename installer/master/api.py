@@ -176,7 +176,8 @@ async def get_plan(request: web.Request) -> web.Response:
         return error(503, f"the master could not record the plan fetch ({e}): check the "
                           "disk of serve's --state directory; the agent asks again")
     if not taken:
-        svc.log(f"{node.name}: plan fetch from {address} refused ({node.state})")
+        if fetch["noted"]:      # as often as an event is made: a flood is not a log flood
+            svc.log(f"{node.name}: plan fetch from {address} refused ({node.state})")
         return error(409, refusal(node, fetch))
     plan["report"]["token"] = node.token
     svc.log(f"plan of {node.name} sent to {address}")

@@ -417,7 +417,8 @@ class State:
     def take_plan(self, name: str, address: str, now: float) -> tuple[bool, NodeRow, dict]:
         """Hand the node's plan to ADDRESS if the node is armed (pending, its plan not yet
         taken in this cycle): (True, node, fetch). Otherwise the refusal is counted (and an
-        event, at most one per REFUSAL_EVENT_EVERY): (False, node, fetch). One transaction,
+        event, at most one per REFUSAL_EVENT_EVERY or new address; fetch["noted"] says if
+        it made one): (False, node, fetch). One transaction,
         so of two fetches at once exactly one gets the plan."""
         with self._writer() as db:
             node = self.require(name, "take_plan")
@@ -432,14 +433,15 @@ class State:
                        "VALUES (?, ?, ?, 1) ON CONFLICT (node) DO UPDATE SET refused_by = "
                        "excluded.refused_by, refused_at = excluded.refused_at, "
                        "refusals = refusals + 1", (name, address, now))
-            if now - fetch["refused_at"] >= REFUSAL_EVENT_EVERY or \
-                    fetch["refused_by"] != address:
+            noted = now - fetch["refused_at"] >= REFUSAL_EVENT_EVERY or \
+                fetch["refused_by"] != address
+            if noted:
                 self.add_event(name, node.attempt, "plan", "refused",
                                f"plan fetch from {address} refused ({node.state}"
                                + (f", taken by {fetch['taken_by']}" if fetch["taken_at"]
                                   else "") + ")",
                                node_time=now, received=now, authenticated=False)
-            return False, node, self.plan_fetch(name)
+            return False, node, dict(self.plan_fetch(name), noted=noted)
 
     def plan_fetch(self, name: str) -> dict:
         """Who took the node's plan in this install cycle and when (taken_at 0: nobody),
