@@ -130,6 +130,21 @@ def test_a_bad_listen_address_is_refused(text):
         serve.parse_listen(text)
 
 
+def test_serve_listens_where_the_cluster_file_says():
+    from tests.conftest import cluster_from
+    data = example_data()
+    cluster = cluster_from(data)
+    assert serve.listen_addresses(cluster, None) == [
+        ("10.99.0.1", 8080), (cluster.node(cluster.master).ip, 8080), ("127.0.0.1", 8080)]
+    prov = data["network"]["provisioning"]
+    prov["on_master"], prov["management_address"] = False, "192.168.20.250"
+    assert serve.listen_addresses(cluster_from(data), None) == [
+        ("10.99.0.1", 8080), ("192.168.20.250", 8080), ("127.0.0.1", 8080)]
+    assert serve.listen_addresses(cluster, ["10.0.0.1:80,[::1]:81", "10.0.0.1:80",
+                                            "0.0.0.0:82"]) == [
+        ("10.0.0.1", 80), ("::1", 81), ("0.0.0.0", 82)]
+
+
 # --- with dnsmasq, in network namespaces ------------------------------------------------------
 
 @pytest.fixture
@@ -218,6 +233,8 @@ def test_a_plan_goes_out_once_and_the_admin_sees_the_second_fetch(lan):
         said = proc.wait_serving()
         assert "at http://10.99.0.1:8080 and http://192.168.20.222:8080 and " \
                "http://127.0.0.1:8080" in said, said
+        # The master's management address is on no interface of this host: bound anyway.
+        assert "warning: no interface has 192.168.20.222 yet" in said, said
         subprocess.run(["ip", "-n", lan.client, "addr", "add", "10.99.0.20/24", "dev",
                         lan.client_if], check=True)
         url = "http://10.99.0.1:8080/api/v1/plans/52-54-00-20-02-22"
