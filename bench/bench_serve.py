@@ -378,6 +378,7 @@ def both_clients(ctx, url: str, macs: list[str], args) -> None:
     """The 40 installing nodes, once with requests (as the agent) and once with lean clients,
     each in a process of its own; their plan and report latencies printed."""
     for client, lean in (("requests, as the agent", False), ("lean HTTP clients", True)):
+        rearm(url, args)
         iq = ctx.Queue()
         nodes = ctx.Process(target=installs, args=(url, macs, args.reports, args.interval,
                                                    args.lockstep, lean, iq))
@@ -386,6 +387,19 @@ def both_clients(ctx, url: str, macs: list[str], args) -> None:
         nodes.join()
         print(f" {client}:")
         latencies(plan_ms, report_ms, bad)
+
+
+def rearm(url: str, args) -> None:
+    """Every node armed for a new install, as `reinstall` does: a plan goes out once per
+    install cycle, and each round fetches every plan again."""
+    http = RequestsHttp(url)
+    try:
+        for name in args.names:
+            status, body = http.post(f"/api/v1/nodes/{name}/reinstall", args.admin_token, {})
+            if status != 200:
+                raise SystemExit(f"reinstall of {name} refused: {status} {body[:200]!r}")
+    finally:
+        http.close()
 
 
 def latencies(plan_ms: list[float], report_ms: list[float], bad: list[str]) -> None:
@@ -574,9 +588,12 @@ def main() -> None:
         cfile, out = make_outdir(tmp, args.nodes, args.size_mib, args.outdir)
         initrd = os.path.join(out, "netboot", "initrd")
         size = os.path.getsize(initrd)
-        macs = [n.mac for n in config.load(cfile).nodes]
+        nodes = config.load(cfile).nodes
+        macs, args.names = [n.mac for n in nodes], [n.name for n in nodes]
         with Link(args.veth_mbps) as link:
             proc, url = start_serve(cfile, out, os.path.join(tmp, "state"), link)
+            with open(os.path.join(tmp, "state", "admin.token"), encoding="ascii") as f:
+                args.admin_token = f.read().strip()
             try:
                 print(f"{args.nodes} nodes, initrd {size / MB:.1f} MB "
                       f"({'from ' + args.outdir if args.outdir else 'random'}), "

@@ -101,12 +101,10 @@ def cmd_serve(args) -> int:
     cluster = _load(args.file, False)
     if cluster is None:
         return 1
-    p = cluster.provisioning
-    # Every address: nodes netboot on the untagged VLAN, installed nodes report over VLAN 100.
-    host, port = serve.parse_listen(args.listen or f"0.0.0.0:{p.http_port}")
     opts = serve.Options(cluster=cluster, cluster_file=args.file, outdir=args.outdir,
                          state_dir=args.state or statedir.default(cluster, args.outdir),
-                         host=host, port=port, dhcp=not args.no_dhcp, join=not args.no_join)
+                         listen=serve.listen_addresses(cluster, args.listen),
+                         dhcp=not args.no_dhcp, join=not args.no_join)
     return serve.run(opts)
 
 
@@ -123,8 +121,9 @@ def _base_url(args) -> str:
 
 
 def cmd_status(args) -> int:
-    from installer.master import status
-    return status.show(_base_url(args), as_json=args.json, watch=args.watch)
+    from installer.master import statedir, status
+    token = statedir.admin_token(args.state, create=False) if args.state else None
+    return status.show(_base_url(args), as_json=args.json, watch=args.watch, token=token)
 
 
 def cmd_reinstall(args) -> int:
@@ -381,8 +380,6 @@ def _stick_plans(cluster: config.Cluster, outdir: str, state_dir: str,
     """Each node's plan as serve would hand it out: its report token from the state
     directory (made there if serve never ran), the serving host's key in authorized_keys.
     The node's reports then wait in its outbox until serve, with this state, takes them."""
-    import types
-
     from installer.master import api, state, statedir
     statedir.prepare(state_dir)
     key = statedir.serve_key(state_dir, f"ganeti-installer@{cluster.fqdn}")
@@ -392,8 +389,7 @@ def _stick_plans(cluster: config.Cluster, outdir: str, state_dir: str,
         rows = {row.name: row for row in db.nodes()}
     finally:
         db.close()
-    svc = types.SimpleNamespace(outdir=outdir, serve_key=key)
-    return {name: api._plan_for(svc, rows[name]) for name in names}  # type: ignore[arg-type]
+    return {name: api.stick_plan(outdir, key, rows[name]) for name in names}
 
 
 def cmd_usb(args) -> int:
@@ -489,8 +485,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("outdir", help="the OUTDIR render or build wrote")
     s.add_argument("--state", metavar="DIR", help="state directory (default: beside OUTDIR, "
                    "<cluster name>-state)")
-    s.add_argument("--listen", metavar="ADDR:PORT", help="HTTP address (default: "
-                   "every address, port network.provisioning.http_port)")
+    s.add_argument("--listen", metavar="ADDR:PORT", action="append",
+                   help="HTTP address, repeated or a comma list (default: "
+                   "network.provisioning.address and the address booted nodes report to, "
+                   "at network.provisioning.http_port)")
     s.add_argument("--no-dhcp", action="store_true",
                    help="do not start dnsmasq (another server does DHCP and TFTP)")
     s.add_argument("--no-join", action="store_true",
@@ -504,6 +502,8 @@ def parser() -> argparse.ArgumentParser:
                         "in the cluster file.")
     st.add_argument("--url", help="the master's base URL, e.g. http://10.99.0.1:8080")
     st.add_argument("--cluster", metavar="FILE", help="take the URL from this cluster file")
+    st.add_argument("--state", metavar="DIR", help="serve's state directory: its admin "
+                    "token is sent (needed unless --url is a loopback address, 127.0.0.1)")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
                     help="refresh every SECONDS (default 2) until Ctrl-C")

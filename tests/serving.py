@@ -49,7 +49,8 @@ class Server:
 
     def __init__(self, cluster: Cluster, outdir: str, state_dir: str, on_booted=None):
         self.opts = serve.Options(cluster=cluster, cluster_file="test.toml", outdir=outdir,
-                                  state_dir=state_dir, host="127.0.0.1", port=0, dhcp=False)
+                                  state_dir=state_dir, listen=[("127.0.0.1", 0)],
+                                  dhcp=False)
         self.on_booted = on_booted
         self.log: list[str] = []
 

@@ -220,3 +220,19 @@ def test_the_write_guard_catches_a_write(tmp_path, monkeypatch):
         with pytest.raises(AssertionError, match="write_atomically"):
             files.write_atomically(str(tmp_path / "y"), "data")
     assert not list(tmp_path.iterdir())
+
+
+def test_an_invalid_plan_is_said_on_the_console_and_never_reported(node, master, capsys):
+    """A report needs the plan's token, and a plan that fails its check is not trusted: the
+    agent says why and what to do on the console, and sends the master nothing."""
+    plan_file, _, _ = node
+    plan = json.loads(plan_file.read_text())
+    plan["plan_version"] = 9
+    plan_file.write_text(json.dumps(plan))
+    assert agent_main.main(["--plan", str(plan_file), "--no-reboot"]) == 4
+    out = capsys.readouterr().out
+    assert "is not a valid plan; nothing was touched" in out and "plan_version" in out
+    assert "fix: render the plans with the ganeti-installer release that built this netboot " \
+           "image, then ganeti-installer reinstall this node" in out
+    _, requests = master
+    assert requests == []

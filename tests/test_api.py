@@ -95,8 +95,15 @@ def test_a_plan_by_mac_carries_the_token_and_the_masters_key(server):
     assert lines[-1] == server.service.serve_key and lines[-1].startswith("ssh-ed25519 ")
     assert lines[-1].endswith("ganeti-installer@cluster.project.edu")
     assert len(lines) == 2          # the cluster file's key is still there
-    # The other forms of the MAC name the same node.
-    assert plan(server, MAC.upper())["report"]["token"] == node.token
+    # No password hash in plain HTTP: the agent asks for it with its token.
+    assert got["users"] == {"root": {
+        "password_hash": None,
+        "password_hash_url": "http://10.99.0.1:8080/api/v1/nodes/node1/secrets"}}
+    assert "$6$" not in json.dumps(got)
+    # The other forms of the MAC name the same node (re-armed: a plan goes out once).
+    server.state.reinstall("node1")
+    again = plan(server, MAC.upper())["report"]["token"]
+    assert again == server.state.node("node1").token != node.token
     # The plan on disk stays token-less.
     assert node.token not in (server.opts.outdir + "/plans/node1.json") and \
         node.token not in open(os.path.join(server.opts.outdir, "plans/node1.json")).read()
@@ -119,6 +126,7 @@ def test_a_plan_rendered_again_is_served_as_rendered(server):
     with open(path + ".new", "w", encoding="utf-8") as f:
         json.dump(data, f)
     os.replace(path + ".new", path)
+    server.state.reinstall("node1")     # a plan goes out once per install cycle
     got = plan(server)
     assert got["hostname"] == "rendered-again"
     assert got["report"]["token"] == server.state.node("node1").token
@@ -167,7 +175,8 @@ def test_report_refusals(server):
     assert post(server, "node1", report("install", "started", time=500), token).ok
     before = server.snapshot()
     good = report("os", "started", 3)
-    refused(post(server, "node1", good), 401, "needs 'Authorization: Bearer <token>'")
+    refused(post(server, "node1", good), 401,
+            "POST /api/v1/nodes/node1/events needs a token: use 'Authorization: Bearer")
     refused(post(server, "node1", good, "x" * 43), 403, "wrong token for node1")
     refused(post(server, "node1", good, headers={"Authorization": "Basic eDp5"}), 401,
             "Authorization: Bearer")
@@ -216,6 +225,7 @@ def test_reports_for_a_node_that_never_started_are_422(server):
 
 
 def test_the_admin_endpoints_never_show_a_token(server):
+    plan(server)
     tokens = [n.token for n in server.state.nodes()]
     for path in ("/api/v1/nodes", "/api/v1/nodes/node1", "/api/v1/nodes/node1/events",
                  "/api/v1/unknown"):
@@ -230,7 +240,7 @@ def test_reinstall_needs_the_admin_token(server):
     joined_node(server.state, "node1")
     before = server.snapshot()
     url = f"{server.url}/api/v1/nodes/node1/reinstall"
-    refused(requests.post(url, timeout=10), 401, "admin token")
+    refused(requests.post(url, timeout=10), 401, "admin token")     # loopback or not
     node_token = server.state.node("node1").token
     refused(requests.post(url, headers={"Authorization": f"Bearer {node_token}"}, timeout=10),
             403, "wrong admin token")
@@ -294,7 +304,7 @@ def test_a_whole_install_flips_pxe_to_local_and_reinstall_flips_it_back(server):
     assert served == entries(out, MAC, "local")["ipxe"]
     # An installed node's plan (and token) is not handed out any more.
     refused(requests.get(f"{server.url}/api/v1/plans/{DASHED}", timeout=10), 409,
-            "is installed")
+            "node1 is installed: its plan goes out only while it is armed for install")
     # Reports after installed, without a new install started, are out of order.
     refused(post(server, "node1", report("os", "done", 3, time=5000), node.token), 422,
             "it is installed")
@@ -307,9 +317,12 @@ def test_a_whole_install_flips_pxe_to_local_and_reinstall_flips_it_back(server):
     events = requests.get(f"{server.url}/api/v1/nodes/node1/events", timeout=10).json()
     assert [(e["step"], e["status"]) for e in events][:2] == [("install", "started"),
                                                               ("identify", "started")]
-    assert [(e["step"], e["status"]) for e in events][-4:] == [
-        ("install", "installed"), ("boot", "booted"), ("join", "joining"), ("join", "joined")]
-    assert events[-4]["message"].startswith("agent: CPU ")
+    assert [(e["step"], e["status"]) for e in events][-5:] == [
+        ("install", "installed"), ("plan", "refused"), ("boot", "booted"),
+        ("join", "joining"), ("join", "joined")]
+    assert events[-5]["message"].startswith("agent: CPU ")
+    assert events[-4]["message"] == "plan fetch from 127.0.0.1 refused (installed, taken by " \
+                                    "127.0.0.1)" and events[-4]["authenticated"] is False
     # Reinstall: pending, install entries, a new token; the old one is refused.
     resp = requests.post(f"{server.url}/api/v1/nodes/node1/reinstall", timeout=10,
                          headers={"Authorization": f"Bearer {server.service.admin_token}"})
@@ -384,14 +397,6 @@ def test_a_join_that_raises_after_joining_leaves_the_node_joined(server):
     assert any("cannot go from joined to failed" in line for line in server.log)
 
 
-def test_the_agents_early_failure_needs_no_token(server):
-    resp = post(server, "node2", report("plan", "failed", total=0, final=True,
-                                        message="plan_version: 2 is not 1"))
-    assert resp.ok and server.state.node("node2").state == "failed"
-    nodes = {n["name"]: n for n in requests.get(f"{server.url}/api/v1/nodes").json()}
-    assert "plan_version" in nodes["node2"]["message"]
-
-
 def test_a_restart_in_the_middle_of_an_install_loses_nothing(outdir, tmp_path):
     cluster, out = outdir
     state_dir = str(tmp_path / "state")
@@ -408,13 +413,16 @@ def test_a_restart_in_the_middle_of_an_install_loses_nothing(outdir, tmp_path):
     with Server(cluster, str(out), state_dir) as s2:
         assert {n.name: n.token for n in s2.state.nodes()} == tokens
         assert s2.service.serve_key == key
-        assert plan(s2)["report"]["token"] == token
+        assert s2.state.plan_fetch("node1")["taken_by"] == "127.0.0.1"     # kept too
+        refused(requests.get(f"{s2.url}/api/v1/plans/{DASHED}", timeout=10), 409,
+                "node1 is installing: its plan goes out only while it is armed")
         for r in sent[4:]:
             assert post(s2, "node1", r, token).ok
         assert post(s2, "node1", report("install", "installed", 6, time=200, final=True,
                                         host_keys={"ed25519": KEY}), token).ok
         events = [(e["step"], e["status"]) for e in s2.state.events("node1")]
-        assert events == [(r["step"], r["status"]) for r in sent] + [("install", "installed")]
+        assert events == [(r["step"], r["status"]) for r in sent[:4]] + [("plan", "refused")] + \
+            [(r["step"], r["status"]) for r in sent[4:]] + [("install", "installed")]
         assert s2.state.node("node1").state == "installed"
     # A third start finds the node installed and keeps its entry local, even after a new
     # render put every entry back to install.
@@ -539,3 +547,17 @@ def test_no_file_outside_the_served_trees(traps, path, statuses):
     assert b"SECRET-OUTSIDE" not in body and b"root:" not in body
     assert b"password_hash" not in body and b"plan_version" not in body
     assert json.loads(body)["error"]
+
+
+def test_a_plan_fetch_the_database_cannot_record_hands_out_nothing(server):
+    """The token goes out only once its fetch is on disk: else a 503 (the agent asks
+    again) and the node stays armed."""
+    real, server.state.db = server.state.db, CommitFails(server.state.db)
+    try:
+        resp = requests.get(f"{server.url}/api/v1/plans/{DASHED}", timeout=10)
+    finally:
+        server.state.db = real
+    refused(resp, 503, "could not record the plan fetch")
+    assert server.state.node("node1").token not in resp.text
+    assert server.state.plan_fetch("node1")["taken_at"] == 0
+    assert plan(server)["report"]["token"] == server.state.node("node1").token

@@ -60,9 +60,10 @@ class Master:
     """`ganeti-installer serve` in the serving host's namespace, and its status API."""
 
     def __init__(self, host, path: Path, outdir: Path, work: Path):
-        self.host, self.log = host, work / "serve.log"
+        self.host, self.log, self.state = host, work / "serve.log", work / "state"
+        self.stranger: tuple[int, str] | None = None    # what a second plan fetch got
         self.proc = host.spawn(CLI + ["serve", str(path), str(outdir), "--state",
-                                      str(work / "state")], cwd=REPO,
+                                      str(self.state)], cwd=REPO,
                                stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while "serving " not in self.log.read_text():
@@ -71,8 +72,14 @@ class Master:
             time.sleep(0.5)
 
     def status(self) -> dict:
-        out = self.host.run(CLI + ["status", "--url", "http://10.99.0.1:8080", "--json"])
+        out = self.table("--json")
         return json.loads(out[out.index("{"):])
+
+    def table(self, *argv: str) -> str:
+        """`status` on the serving host at the provisioning address (not loopback: with the
+        admin token from the state directory)."""
+        return self.host.run(CLI + ["status", "--url", "http://10.99.0.1:8080", "--state",
+                                    str(self.state), *argv])
 
     def node(self, name: str) -> dict:
         return next(n for n in self.status()["nodes"] if n["name"] == name)
@@ -95,6 +102,22 @@ class Master:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+STRANGER = "10.99.0.66"
+# A machine on the untagged VLAN asks for a node's plan: (HTTP status, the JSON error).
+ASK_PLAN = ("import requests, sys; r = requests.get(sys.argv[1], timeout=30); "
+            "print(r.status_code); print(r.json().get('error', 'a plan'))")
+
+
+def steal_plan(switch: Switch, master: Master, node) -> tuple[int, str]:
+    """Once NODE is past pending (it took its plan and reported), a stranger asks for it."""
+    stranger = switch.host("stranger", UNTAGGED, [f"{STRANGER}/24"])
+    master.wait(node.name, ("installing", "installed", "booted", "joining", "joined"),
+                timeout=1800)
+    url = f"http://10.99.0.1:8080/api/v1/plans/{node.mac.replace(':', '-')}"
+    code, _, error = stranger.run([sys.executable, "-c", ASK_PLAN, url]).partition("\n")
+    return int(code), error.strip()
 
 
 def pxe_vm(switch: Switch, work: Path, node, port: int, disk: Path, tag: str) -> VM:
@@ -124,6 +147,7 @@ def cluster_up(tmp_path_factory):
             disks = {n.name: make_disk(work / f"{n.name}.qcow2", "40G") for n in nodes}
             installs = [pxe_vm(switch, work, n, i + 1, disks[n.name], "install")
                         for i, n in enumerate(nodes)]
+            master.stranger = steal_plan(switch, master, nodes[1])
             for vm, node in zip(installs, nodes, strict=True):
                 vm.expect(f"installed {node.fqdn}", timeout=1800)
             for vm in installs:
@@ -149,6 +173,20 @@ def cluster_up(tmp_path_factory):
                 vm.stop()
             master.stop()
             shutil.rmtree(public, ignore_errors=True)
+
+
+def test_a_stranger_gets_no_second_plan_and_status_shows_it(cluster_up):
+    """node2's plan went out once, to node2; a stranger asking after it got a JSON 409, and
+    the admin sees the refused fetch in `status`'s default output."""
+    _, master, _, _ = cluster_up
+    assert master.stranger is not None
+    code, error = master.stranger
+    assert code == 409, error
+    assert "the plan of node2 was already taken by 10.99.0." in error, error
+    assert "ganeti-installer reinstall CLUSTER OUTDIR node2" in error
+    table = master.table()
+    assert f"node2: 1 plan fetch(es) refused, the last from {STRANGER}" in table, table
+    assert "node2 " in table and "joined" in table
 
 
 def test_handed_off_nodes_boot_their_disks(cluster_up):

@@ -20,7 +20,7 @@ def started(t: float) -> reports.Report:
 
 
 def record(state, name: str, t: float):
-    return reports.record(state, name, started(t), True)
+    return reports.record(state, name, started(t))
 
 
 def commits_of(state) -> list[str]:

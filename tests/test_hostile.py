@@ -110,11 +110,13 @@ class Node:
 
     def start(self) -> None:
         self.fetch_plan()
+        self.start_reports()
+
+    def start_reports(self) -> None:
         assert self.report("install", "started")["state"] == "installing"
 
     def works(self) -> None:
-        """A plan fetch and a report are answered as ever."""
-        self.fetch_plan()
+        """A report is answered as ever (its plan it took once, at start)."""
         self.index += 1
         assert self.report(f"step{self.index}", "done")["state"] == "installing"
 
@@ -124,6 +126,94 @@ def refused(answer: tuple[int, dict, str], status: int, words: str = "") -> None
     assert code == status, (code, body)
     assert kind.startswith("application/json"), kind
     assert words in body["error"], body["error"]
+
+
+# -- tokens: a plan once per install cycle, every write with a token ---------------------------
+
+def test_a_second_plan_fetch_is_a_409_and_shown_in_status(server):
+    from installer.master import status
+    node = Node(server.url, source="127.0.1.5")
+    node.fetch_plan()
+    rows = server.state.nodes()
+    answer = Client(server.url, "127.0.9.9").call("GET", f"/api/v1/plans/{MAC}")
+    refused(answer, 409, "the plan of node1 was already taken by 127.0.1.5 at ")
+    for words in ("a node resuming after a power cut continues from the plan on its disk",
+                  "ganeti-installer reinstall CLUSTER OUTDIR node1"):
+        assert words in answer[1]["error"]
+    assert "token" not in json.dumps(answer[1])
+    assert server.state.nodes() == rows             # no node changed: only the refusal kept
+    table = status.table(status.fetch(server.url))  # the admin, on the serving host
+    assert "node1: 1 plan fetch(es) refused, the last from 127.0.9.9" in table
+    assert "its plan went to 127.0.1.5" in table
+    node.start_reports()                            # the node that took it goes on
+
+
+def test_of_many_fetches_at_once_exactly_one_gets_the_plan(server):
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda i=i: answers.append(Client(
+        server.url, f"127.0.1.{i + 10}").call("GET", f"/api/v1/plans/{MAC}")[0]))
+        for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(answers) == [200] + [409] * 19
+    assert server.state.plan_fetch("node1")["refusals"] == 19
+
+
+def test_a_report_without_a_token_is_401_before_anything_else(server):
+    node = Node(server.url)
+    node.start()
+    sent = {"step": "os", "status": "started", "index": 0, "total": 0, "time": 2000.0}
+    node.client.call("POST", "/api/v1/nodes/node1/events", json.dumps(sent).encode(),
+                     {"Authorization": f"Bearer {node.token}"})
+    before = server.snapshot()
+    stranger = Client(server.url, "127.0.9.9")
+    for body in (json.dumps(sent).encode(),                     # a replay: not "duplicate"
+                 json.dumps({"step": "plan", "status": "failed", "final": True}).encode(),
+                 b"[" * 60_000, b"not json"):
+        refused(stranger.call("POST", "/api/v1/nodes/node1/events", body), 401,
+                "POST /api/v1/nodes/node1/events needs a token")
+    refused(stranger.call("POST", "/api/v1/nodes/nodeX/events", b"{}"), 401, "needs a token")
+    assert server.snapshot() == before
+    node.works()
+
+
+STATUS_ROUTES = ["/api/v1/nodes", "/api/v1/nodes/node1", "/api/v1/nodes/node1/events",
+                 "/api/v1/unknown"]
+
+
+def test_status_routes_need_the_admin_token_off_loopback(server):
+    node = Node(server.url)
+    node.start()
+    stranger = Client(server.url, "127.0.9.9")       # not 127.0.0.1: the network, to serve
+    for path in STATUS_ROUTES:
+        refused(stranger.call("GET", path), 401, f"GET {path} needs a token")
+        for token in ("x" * 43, node.token):
+            refused(stranger.call("GET", path, headers={"Authorization": f"Bearer {token}"}),
+                    403, "wrong admin token")
+        admin = {"Authorization": f"Bearer {server.service.admin_token}"}
+        assert stranger.call("GET", path, headers=admin)[0] == 200
+        assert Client(server.url, "127.0.0.1").call("GET", path)[0] == 200
+    node.works()
+
+
+def test_the_root_password_hash_goes_to_the_nodes_token_only(server):
+    node = Node(server.url)
+    node.fetch_plan()
+    url = "/api/v1/nodes/node1/secrets"
+    stranger = Client(server.url, "127.0.9.9")
+    refused(stranger.call("GET", url), 401, f"GET {url} needs a token")
+    other = server.state.node("node2").token
+    refused(stranger.call("GET", url, headers={"Authorization": f"Bearer {other}"}), 403,
+            "wrong token for node1")
+    mine = {"Authorization": f"Bearer {node.token}"}
+    refused(stranger.call("GET", url, headers=mine), 403, "node1 is pending: its secrets go "
+                                                          "out only while it installs")
+    node.start_reports()
+    status, answer, _ = node.client.call("GET", url, headers=mine)
+    assert status == 200 and answer["root_password_hash"].startswith("$6$")
+    node.works()
 
 
 # -- every field bounded: a JSON 4xx, and nothing changes ------------------------------------
@@ -190,7 +280,8 @@ def test_odd_plan_and_other_requests_are_json_4xx(server, method, path, status, 
     node = Node(server.url)
     node.start()
     before = server.snapshot()
-    refused(Client(server.url, "127.0.9.9").call(method, path), status, words)
+    admin = {"Authorization": f"Bearer {server.service.admin_token}"}  # past the status gate
+    refused(Client(server.url, "127.0.9.9").call(method, path, headers=admin), status, words)
     assert server.snapshot() == before
     node.works()
 
@@ -297,7 +388,7 @@ def test_connections_per_address_are_capped_and_logged_once(server):
     while server.service.gate.count > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     with _connect(server, "127.0.7.1") as again:    # closed ones count no more
-        again.sendall(b"GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        again.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert _read_all(again).startswith(b"HTTP/1.1 200")
 
 

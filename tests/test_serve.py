@@ -6,6 +6,7 @@ the dnsmasq the killed one left."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -129,6 +130,21 @@ def test_a_bad_listen_address_is_refused(text):
         serve.parse_listen(text)
 
 
+def test_serve_listens_where_the_cluster_file_says():
+    from tests.conftest import cluster_from
+    data = example_data()
+    cluster = cluster_from(data)
+    assert serve.listen_addresses(cluster, None) == [
+        ("10.99.0.1", 8080), (cluster.node(cluster.master).ip, 8080), ("127.0.0.1", 8080)]
+    prov = data["network"]["provisioning"]
+    prov["on_master"], prov["management_address"] = False, "192.168.20.250"
+    assert serve.listen_addresses(cluster_from(data), None) == [
+        ("10.99.0.1", 8080), ("192.168.20.250", 8080), ("127.0.0.1", 8080)]
+    assert serve.listen_addresses(cluster, ["10.0.0.1:80,[::1]:81", "10.0.0.1:80",
+                                            "0.0.0.0:82"]) == [
+        ("10.0.0.1", 80), ("::1", 81), ("0.0.0.0", 82)]
+
+
 # --- with dnsmasq, in network namespaces ------------------------------------------------------
 
 @pytest.fixture
@@ -183,8 +199,13 @@ def test_serve_runs_dnsmasq_and_notes_unknown_machines(lan):
         assert lease["hostname"] == "node1"
         lan.client_mac("52:54:00:77:00:01")                 # not in the cluster file
         udhcpc(lan, *PXE_BIOS)
-        got = ns(lan.client, "busybox", "wget", "-q", "-O", "-",
-                 "http://10.99.0.1:8080/api/v1/unknown")
+        # Status routes are the admin's: from the LAN, only with the admin token.
+        unknown = "http://10.99.0.1:8080/api/v1/unknown"
+        got = ns(lan.client, "busybox", "wget", "-q", "-O", "-", unknown)
+        assert got.returncode == 1 and "401 Unauthorized" in got.stderr, got
+        admin = open(os.path.join(lan.root, "state", "admin.token")).read().strip()
+        got = ns(lan.client, "busybox", "wget", "-q", "-O", "-", "--header",
+                 f"Authorization: Bearer {admin}", unknown)
         assert '"mac": "52:54:00:77:00:01"' in got.stdout, got
         assert '"source": "dhcp"' in got.stdout
         assert "52:54:00:20:02:22" not in got.stdout
@@ -193,6 +214,57 @@ def test_serve_runs_dnsmasq_and_notes_unknown_machines(lan):
     assert code == 0, text
     assert "exiting on receipt of SIGTERM" in text          # dnsmasq was stopped by serve
     assert pids(lan.server) == []
+
+
+def status(net: Lan, *argv: str) -> subprocess.CompletedProcess:
+    """`ganeti-installer status ARGV` on the serving host (its namespace)."""
+    return ns(net.server, sys.executable, "-m", "installer.cli", "status", *argv, cwd=REPO)
+
+
+@pytest.mark.integration
+def test_a_plan_goes_out_once_and_the_admin_sees_the_second_fetch(lan):
+    """On a LAN the test makes: a machine takes node1's plan, a second fetch (a stranger,
+    from another address) gets a JSON 409, and `status` on the serving host, asking at the
+    provisioning address (not loopback), shows it with the admin token from --state."""
+    path, out = cluster_file(lan, lan.server_if)
+    state = os.path.join(lan.root, "state")
+    proc = Serve([path, out, "--state", state, "--no-dhcp"], in_ns(lan))
+    try:
+        said = proc.wait_serving()
+        assert "at http://10.99.0.1:8080 and http://192.168.20.222:8080 and " \
+               "http://127.0.0.1:8080" in said, said
+        # The master's management address is on no interface of this host: bound anyway.
+        assert "warning: no interface has 192.168.20.222 yet" in said, said
+        subprocess.run(["ip", "-n", lan.client, "addr", "add", "10.99.0.20/24", "dev",
+                        lan.client_if], check=True)
+        url = "http://10.99.0.1:8080/api/v1/plans/52-54-00-20-02-22"
+        first = ns(lan.client, "busybox", "wget", "-q", "-O", "-", url)
+        assert '"token": "' in first.stdout, first
+        subprocess.run(["ip", "-n", lan.client, "addr", "add", "10.99.0.66/24", "dev",
+                        lan.client_if], check=True)
+        path = url.removeprefix("http://10.99.0.1:8080")
+        code = ("import http.client, json; c = http.client.HTTPConnection('10.99.0.1', 8080, "
+                f"timeout=10, source_address=('10.99.0.66', 0)); c.request('GET', {path!r}); "
+                "r = c.getresponse(); print(r.status); print(json.load(r)['error'])")
+        second = ns(lan.client, sys.executable, "-c", code)
+        lines = second.stdout.splitlines()
+        assert lines[0] == "409", second
+        assert "the plan of node1 was already taken by 10.99.0.20 at " in lines[1], lines
+        assert "ganeti-installer reinstall CLUSTER OUTDIR node1" in lines[1]
+        refused = status(lan, "--url", "http://10.99.0.1:8080")
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr and \
+            "--state DIR" in refused.stderr, refused
+        shown = status(lan, "--url", "http://10.99.0.1:8080", "--state", state)
+        assert shown.returncode == 0, shown
+        assert "Plans refused" in shown.stdout
+        assert "node1: 1 plan fetch(es) refused, the last from 10.99.0.66" in shown.stdout
+        assert "its plan went to 10.99.0.20" in shown.stdout
+        local = status(lan, "--url", "http://127.0.0.1:8080", "--json")
+        node1 = next(n for n in json.loads(local.stdout)["nodes"] if n["name"] == "node1")
+        assert node1["state"] == "pending" and node1["plan"]["refusals"] == 1
+    finally:
+        code, text = proc.stop()
+    assert code == 0, text
 
 
 def dnsmasq_pids(netns: str) -> list[str]:

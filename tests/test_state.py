@@ -66,7 +66,7 @@ def booted(state, name: str) -> None:
               Report("install", "installed", index=6, total=6, time=200, final=True,
                      host_keys={"ed25519": KEY}),
               Report("boot", "booted", time=300, host_keys={"ed25519": KEY})):
-        reports.record(state, name, r, True)
+        reports.record(state, name, r)
 
 
 def joined(state, name: str) -> None:
@@ -113,18 +113,18 @@ def test_the_agents_report_stream_moves_the_state(state):
     for i, (step, status, index) in enumerate(steps):
         out = reports.record(state, "node1", Report(step, status, index=index,
                                                     total=6 if index or not i else 0,
-                                                    time=100 + i), True)
+                                                    time=100 + i))
         assert out.node.state == "installing" and out.node.step == step
     assert out.node.index == 3
     flipped = []
     out = reports.record(state, "node1", Report("install", "installed", index=6, total=6,
                                                 time=200, final=True,
                                                 host_keys={"ed25519": KEY}),
-                         True, on_installed=flipped.append)
+                         on_installed=flipped.append)
     assert out.installed and out.node.state == "installed" and flipped == [out.node]
     assert out.node.host_keys == {"ed25519": KEY}
     out = reports.record(state, "node1", Report("boot", "booted", time=300,
-                                                host_keys={"ed25519": KEY}), True)
+                                                host_keys={"ed25519": KEY}))
     assert out.booted and out.node.state == "booted"
     assert [s["step"] for s in state.steps("node1")][:3] == ["install", "identify", "storage"]
     assert len(state.events("node1")) == len(steps) + 2
@@ -132,45 +132,72 @@ def test_the_agents_report_stream_moves_the_state(state):
 
 def test_a_duplicate_report_is_taken_once(state):
     r = Report("install", "started", total=6, time=100)
-    assert not reports.record(state, "node1", r, True).duplicate
-    again = reports.record(state, "node1", r, True)
+    assert not reports.record(state, "node1", r).duplicate
+    again = reports.record(state, "node1", r)
     assert again.duplicate and again.node.attempt == 1
     assert len(state.events("node1")) == 1
 
 
 def test_a_failed_pxe_flip_records_nothing(state):
-    reports.record(state, "node1", Report("install", "started", total=6, time=100), True)
+    reports.record(state, "node1", Report("install", "started", total=6, time=100))
     before = (state.node("node1"), state.events("node1"))
 
     def broken(node):
         raise InstallerError("no PXE entry")
     with pytest.raises(InstallerError):
         reports.record(state, "node1", Report("install", "installed", index=6, total=6,
-                                              time=200, final=True), True, on_installed=broken)
+                                              time=200, final=True), on_installed=broken)
     assert (state.node("node1"), state.events("node1")) == before
 
 
-def test_plan_failed_without_a_token_only_marks_failed(state):
-    r = Report("plan", "failed", "bad plan " + "x" * 5000, time=10, final=True)
-    out = reports.record(state, "node1", r, False)
-    assert out.node.state == "failed" and len(out.node.message) < 2100
-    assert state.events("node1")[-1]["authenticated"] is False
-    with pytest.raises(Refused) as e:          # rate limited
-        reports.record(state, "node1", Report("plan", "failed", "again", time=11), False)
-    assert e.value.status == 429
-    with pytest.raises(Refused) as e:          # anything else needs the token
-        reports.record(state, "node2", Report("install", "started", time=11), False)
-    assert e.value.status == 401
+def test_a_plan_goes_out_once_per_install_cycle(state, monkeypatch):
+    """The first fetch of an armed node takes its plan; later ones are refused and counted,
+    with an event when the address changes or a minute passed; reinstall re-arms."""
+    taken, node, fetch = state.take_plan("node1", "10.99.0.20", 1000.0)
+    assert taken and node.state == "pending"
+    assert fetch == {"taken_by": "10.99.0.20", "taken_at": 1000.0, "refused_by": "",
+                     "refused_at": 0.0, "refusals": 0}
+    noted = []
+    for when, address in ((1001.0, "10.99.0.66"), (1002.0, "10.99.0.66"),
+                          (1003.0, "10.99.0.67")):
+        taken, node, fetch = state.take_plan("node1", address, when)
+        assert not taken
+        noted.append(fetch["noted"])
+    assert noted == [True, False, True]
+    assert fetch["taken_by"] == "10.99.0.20" and fetch["refusals"] == 3
+    assert (fetch["refused_by"], fetch["refused_at"]) == ("10.99.0.67", 1003.0)
+    refused = [e for e in state.events("node1") if e["status"] == "refused"]
+    assert [e["message"] for e in refused] == [
+        "plan fetch from 10.99.0.66 refused (pending, taken by 10.99.0.20)",
+        "plan fetch from 10.99.0.67 refused (pending, taken by 10.99.0.20)"]
+    assert state.node("node1").state == "pending"           # nothing else moved
+    state.reinstall("node1")
+    assert state.plan_fetch("node1")["taken_at"] == 0
+    assert state.take_plan("node1", "10.99.0.21", 2000.0)[0]
+
+
+def test_a_node_that_is_not_pending_gets_no_plan(state):
     joined(state, "node3")
-    with pytest.raises(Refused) as e:          # never touches an installed node
-        reports.record(state, "node3", Report("plan", "failed", time=12), False)
-    assert e.value.status == 401 and state.node("node3").state == "joined"
+    taken, node, fetch = state.take_plan("node3", "10.99.0.66", 1000.0)
+    assert not taken and node.state == "joined" and fetch["refusals"] == 1
+    assert fetch["taken_at"] == 0
+
+
+def test_of_two_fetches_at_once_one_takes_the_plan(state):
+    results = []
+    threads = [threading.Thread(target=lambda a=a: results.append(
+        state.take_plan("node2", a, 1000.0)[0])) for a in ("10.0.0.1", "10.0.0.2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(results) == [False, True]
 
 
 def test_a_joined_node_that_reboots_stays_joined(state):
     joined(state, "node1")
     out = reports.record(state, "node1", Report("boot", "booted", time=500,
-                                                host_keys={"ed25519": KEY}), True)
+                                                host_keys={"ed25519": KEY}))
     assert not out.booted and out.node.state == "joined"
 
 
@@ -262,7 +289,7 @@ def test_a_read_sees_the_last_commit_while_a_writer_holds_the_database(state):
 
 # The table as the docs describe it: (from, to) a node may take, and who takes it.
 ALLOWED = {
-    "pending": "pending installing failed",           # reinstall; install started; plan failed
+    "pending": "pending installing",                  # reinstall; install started
     "installing": "pending installing installed failed",
     "installed": "pending installing booted",
     "booted": "pending installing booted joining failed",
@@ -295,10 +322,10 @@ def test_the_state_writer_takes_exactly_the_allowed_moves(state, old, new):
 
 
 @pytest.mark.parametrize("old, new, allowed", [
-    ("pending", "joined", "pending, installing, failed"),
+    ("pending", "joined", "pending, installing"),
     ("installed", "joining", "pending, installing, booted"),
     ("joined", "failed", "pending, installing"),
-    ("pending", "booted", "pending, installing, failed"),
+    ("pending", "booted", "pending, installing"),
 ])
 def test_a_forbidden_move_names_both_states_and_the_way_on(old, new, allowed):
     with pytest.raises(nodes.Forbidden) as e:
@@ -320,11 +347,11 @@ def test_a_report_the_table_forbids_is_422_and_changes_nothing(state):
     joined(state, "node1")
     before = (state.node("node1"), state.events("node1"))
     with pytest.raises(Refused) as e:
-        reports.record(state, "node1", Report("plan", "failed", time=900, final=True), False)
-    assert e.value.status == 401
+        reports.record(state, "node1", Report("os", "failed", time=900, final=True))
+    assert e.value.status == 422
     with pytest.raises(Refused) as e:
         reports.record(state, "node1", Report("install", "installed", index=6, total=6,
-                                              time=900, final=True), True)
+                                              time=900, final=True))
     assert e.value.status == 422 and "it is joined" in e.value.message
     assert (state.node("node1"), state.events("node1")) == before
 

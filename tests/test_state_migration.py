@@ -97,8 +97,7 @@ def test_a_version_0_database_opens_with_everything_kept(v0):
 def test_a_migrated_database_is_a_new_one_and_takes_reports(v0, tmp_path):
     state = open_state(str(v0))
     try:
-        out = reports.record(state, "node3", Report("install", "started", total=6, time=10),
-                             True)
+        out = reports.record(state, "node3", Report("install", "started", total=6, time=10))
         assert out.node.state == NodeState.INSTALLING
         node = state.reinstall("node1")
         assert node.state == NodeState.PENDING
@@ -204,3 +203,19 @@ def test_events_come_in_pages(tmp_path):
         assert len(state.events("node1", after=0, budget=1)) == 1
     finally:
         state.close()
+
+
+def test_a_migrated_pending_node_is_armed_and_the_others_are_not(v0):
+    """Version 3: plans go out once per install cycle. A pending node of an older release
+    is armed as it was; a joined or failed one gets no plan."""
+    state = open_state(str(v0))
+    try:
+        assert [state.take_plan(n, "10.99.0.20", 100.0)[0]
+                for n in ("node1", "node2", "node3")] == [False, False, True]
+        assert state.take_plan("node3", "10.99.0.66", 101.0)[0] is False
+        assert state.plan_fetch("node3")["taken_by"] == "10.99.0.20"
+    finally:
+        state.close()
+    assert raw(v0 / "state.db", "SELECT node, taken_by, refusals FROM plan_fetches "
+                                "ORDER BY node") == [
+        ("node1", "", 1), ("node2", "", 1), ("node3", "10.99.0.20", 1)]

@@ -30,33 +30,75 @@ def _headers(token: Optional[str]) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def fetch_plan(url: str, *, waiter: Optional[retry.Waiter] = None
+def fetch_plan(url: str, *, waiter: Optional[retry.Waiter] = None,
+               kept: Optional[Callable[[], Optional[dict]]] = None
                ) -> Tuple[dict, Optional[str]]:
-    """The plan at `url` and the answer's Date header (the master's clock).
+    """The plan at `url` and the answer's Date header (the master's clock; None for a kept
+    plan).
 
     A PC powered on before `serve` runs keeps asking (retry.Waiter) and starts once it gets
-    its plan; a master that says no (unknown MAC, not armed) is asked again once a minute.
-    ClientError when the wait is over or the answer is no plan at all."""
+    its plan. A master that says no (unknown MAC, not armed) is asked again once a minute,
+    for as long as it takes: a `reinstall` on the master then starts the install with no
+    keystroke. When the no is a 409 (the plan of this install cycle went out already),
+    kept() is asked once for the plan this node saved on its disk (savedplan.find): a node
+    resuming after a power cut goes on with it. ClientError when the master stays away
+    past the wait limit or the answer is no plan at all."""
+    waiter = waiter or retry.default
+    looked: List[Optional[dict]] = []      # kept()'s answer, once asked
+
+    def ask() -> Tuple[dict, Optional[str]]:
+        resp = requests.get(url, timeout=10)
+        if resp.status_code == 409 and kept is not None:
+            if not looked:
+                looked.append(kept())
+            if looked[0] is not None:
+                return looked[0], None
+        if resp.status_code != 200:
+            raise retry.HTTPStatus(url, resp.status_code, _reason(resp))
+        try:
+            return resp.json(), resp.headers.get("Date")
+        except ValueError:
+            raise ClientError(f"the plan at {url} is not JSON") from None
+
+    while True:
+        try:
+            return waiter.run("the plan", ask)
+        except retry.GaveUp as e:
+            if retry.classify(e.last) != retry.REASK:
+                raise ClientError(str(e)) from e
+        except retry.HTTPStatus as e:   # a 400 and the like: asking again would not help
+            raise ClientError(f"the master refused the plan: {e}") from e
+        except requests.RequestException as e:
+            raise ClientError(f"cannot fetch the plan {url}: {e}") from e
+
+
+def fetch_secrets(url: str, token: Optional[str], *,
+                  waiter: Optional[retry.Waiter] = None) -> dict:
+    """The node's secrets (the root password hash) from the master, with its token: they
+    are not in the plan, which any machine on the LAN may have fetched first."""
     waiter = waiter or retry.default
 
-    def ask() -> requests.Response:
-        resp = requests.get(url, timeout=10)
+    def ask() -> dict:
+        resp = requests.get(url, headers=_headers(token), timeout=10)
         if resp.status_code != 200:
-            raise retry.HTTPStatus(url, resp.status_code, resp.text)
-        return resp
+            raise retry.HTTPStatus(url, resp.status_code, _reason(resp))
+        return resp.json()
 
     try:
-        resp = waiter.run("the plan", ask)
-    except retry.GaveUp as e:
-        raise ClientError(str(e)) from e
-    except retry.HTTPStatus as e:       # a 400 and the like: asking again would not help
-        raise ClientError(f"the master refused the plan: {e}") from e
-    except requests.RequestException as e:
-        raise ClientError(f"cannot fetch the plan {url}: {e}") from e
+        answer = waiter.run("the root password hash", ask)
+    except (retry.GaveUp, retry.HTTPStatus, requests.RequestException, ValueError) as e:
+        raise ClientError(f"cannot fetch the node's secrets from {url}: {e}") from e
+    if not isinstance(answer, dict):
+        raise ClientError(f"{url} did not answer a JSON object")
+    return answer
+
+
+def _reason(resp: requests.Response) -> str:
+    """The master's JSON error when it gave one, else the body."""
     try:
-        return resp.json(), resp.headers.get("Date")
-    except ValueError:
-        raise ClientError(f"the plan at {url} is not JSON") from None
+        return str(resp.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text
 
 
 class Reporter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from installer.agent import booted
 from installer.agent.booted import HOST_KEY_TYPES
@@ -71,8 +71,9 @@ def install_packages(plan: dict, t: Target) -> List[str]:
     return missing
 
 
-def set_root_password(plan: dict, t: Target) -> None:
-    hashed = plan["users"]["root"]["password_hash"]
+def set_root_password(plan: dict, t: Target, hashed: Optional[str] = None) -> None:
+    """Root's password from its hash: the plan's, or HASHED (the master's secrets route)."""
+    hashed = hashed or plan["users"]["root"]["password_hash"]
     if hashed:
         t.chroot(["usermod", "--password", hashed, "root"])
 

@@ -23,8 +23,9 @@ from installer.agent import (
     journal,
     osinstall,
     rules,
+    savedplan,
 )
-from installer.agent.client import Reporter
+from installer.agent.client import Reporter, fetch_secrets
 from installer.agent.proc import Runner
 from installer.agent.storage import Storage
 from installer.agent.target import Target
@@ -129,9 +130,7 @@ class Installer:
             self.storage.claim_free(report, MIN_VG)
         else:
             self.storage.apply(report)
-        if not self.run.dry_run:
-            self.journal.attach(self.target)
-            self.reporter.attach(self.target)
+        self._keep()
         self._hooks("post-partition")
 
     def os_stage(self) -> None:
@@ -143,9 +142,7 @@ class Installer:
             storage.unmount()
             osinstall.write_rootfs(inst["image"], storage.root_device(), self.run)
             storage.mount()
-            if not self.run.dry_run:
-                self.journal.attach(self.target)
-                self.reporter.attach(self.target)
+            self._keep()
         else:
             osinstall.debootstrap(inst["debootstrap"], self.plan["packages"], self.target,
                                   inst.get("proxy"), self.run)
@@ -162,7 +159,7 @@ class Installer:
             configure.write_files(self.plan, t)  # again: packages may ship the same paths
             for path in instancefetch.fetch_all(self.plan, t.root, self.run):
                 self.log(f"instance image: fetched {path}")
-            configure.set_root_password(self.plan, t)
+            configure.set_root_password(self.plan, t, self._password_hash())
             configure.machine_id(t)
             self.host_keys = configure.host_keys(t)
             if self.plan["release"]["init"] == "systemd":   # wheezy's sysvinit: not yet
@@ -204,6 +201,24 @@ class Installer:
         if self.first_boot:
             self.run.files.write(os.path.join(self.target, INSTALLED),
                                  journal.plan_hash(self.plan) + "\n")
+
+    def _password_hash(self) -> Optional[str]:
+        """The plan's root password hash, or the master's (asked for with the node's token:
+        a plan served over the LAN does not carry it)."""
+        root = self.plan["users"]["root"]
+        url = root.get("password_hash_url")
+        if root.get("password_hash") or not url or self.run.dry_run:
+            return root.get("password_hash")
+        return fetch_secrets(url, self.plan["report"].get("token")).get("root_password_hash")
+
+    def _keep(self) -> None:
+        """Journal, report outbox and plan on the (new) root file system: a power cut from
+        here on resumes with this plan, which the master does not hand out twice."""
+        if self.run.dry_run:
+            return
+        self.journal.attach(self.target)
+        self.reporter.attach(self.target)
+        savedplan.save(self.plan, self.target, self.log)
 
     def _disk(self) -> disks.Disk:
         if self.disk is None:   # identify runs first, after every restart: a bug if not

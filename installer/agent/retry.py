@@ -36,7 +36,7 @@ class HTTPStatus(Exception):
 
     def __init__(self, url: str, status: int, text: str = ""):
         self.url, self.status = url, status
-        body = " ".join(text.split())[:200]
+        body = " ".join(text.split())[:1000]     # the master's reason and its fix
         super().__init__(f"HTTP {status} from {url}{': ' + body if body else ''}")
 
 

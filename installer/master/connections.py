@@ -11,7 +11,9 @@ connection. Malformed HTTP gets a JSON 400 like every other refusal, without a t
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -137,14 +139,44 @@ def runner(app: web.Application) -> web.AppRunner:
 
 
 async def listen(run: web.AppRunner, gate: Gate, host: str, port: int,
-                 backlog: int = 512) -> asyncio.Server:
+                 backlog: int = 512, log: Callable[[str], None] = print) -> asyncio.Server:
     """Listen on HOST:PORT with every connection behind GATE (in place of a TCPSite, whose
-    protocol factory cannot be changed); close the server before run.cleanup()."""
+    protocol factory cannot be changed); close the server before run.cleanup().
+
+    An address no interface has yet (the master's management address before its bridge is
+    up) is bound all the same (IP_FREEBIND), and said: connections come once it is there."""
     server = run.server
     assert server is not None, "listen() after run.setup()"
 
     def protocol() -> GatedHandler:
         # The settings aiohttp gives its own handlers (keep-alive timeout, line sizes).
         return GatedHandler(server, gate, loop=server._loop, **server._kwargs)
-    return await asyncio.get_running_loop().create_server(protocol, host, port,
-                                                          backlog=backlog)
+    sock = _bound(host, port, log)
+    sock.listen(backlog)
+    return await asyncio.get_running_loop().create_server(protocol, sock=sock)
+
+
+def _bound(host: str, port: int, log: Callable[[str], None]) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host in ("::", ""):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:
+                raise
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.bind((host, port))
+            log(f"warning: no interface has {host} yet: listening on it all the same, "
+                "for when it comes up (check the address if it never does)")
+        sock.setblocking(False)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)     # Linux's value; Python 3.12 names it

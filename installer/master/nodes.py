@@ -31,7 +31,7 @@ S = NodeState
 # install (the agent starts one whenever the node netboots its install entry).
 _ALWAYS = frozenset({S.PENDING, S.INSTALLING})
 TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {state: _ALWAYS | more for state, more in {
-    S.PENDING: {S.FAILED},                          # the agent could not use its plan
+    S.PENDING: set(),
     S.INSTALLING: {S.INSTALLED, S.FAILED},
     S.INSTALLED: {S.BOOTED},
     S.BOOTED: {S.BOOTED, S.JOINING, S.FAILED},      # booted again; the join starts or fails

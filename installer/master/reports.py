@@ -26,8 +26,6 @@ STATUSES = ("started", "running", "done", "skipped", "failed", "installed", "boo
 STEP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./+@:-]{0,199}")
 KEY_TYPE = re.compile(r"[a-z0-9-]{1,32}")
 HOST_KEY = re.compile(r"[a-z0-9@.-]{1,64} [A-Za-z0-9+/]{16,16384}={0,3}")
-UNAUTHENTICATED_MESSAGE = 2000  # characters kept of a report that carries no token
-UNAUTHENTICATED_EVERY = 10.0    # seconds between two such reports of one node
 
 
 class Refused(Exception):
@@ -48,11 +46,6 @@ class Report:
     time: float = 0.0
     final: bool = False
     host_keys: dict = field(default_factory=dict)
-
-    @property
-    def plan_failed(self) -> bool:
-        """The agent's report when it could not use its plan: it has no token to send."""
-        return (self.step, self.status) == ("plan", "failed")
 
 
 def parse(body: bytes) -> Report:
@@ -172,9 +165,10 @@ class Outcome:
     booted: bool = False        # flipped to booted: the join may start
 
 
-def record(state: State, name: str, report: Report, authenticated: bool, *,
+def record(state: State, name: str, report: Report, *,
            on_installed: Callable[[NodeRow], None] = lambda node: None) -> Outcome:
-    """Check `report` against the node's state and apply it, in one transaction.
+    """Check `report` (whose token the caller checked) against the node's state and apply
+    it, in one transaction.
 
     on_installed(node) runs inside the transaction (the PXE flip): if it raises, nothing
     is recorded and the agent, which retries, sends the report again."""
@@ -185,24 +179,20 @@ def record(state: State, name: str, report: Report, authenticated: bool, *,
             raise Refused(404, f"no node '{name}' in the cluster file")
         if state.has_event(name, report.time, report.step, report.status, report.index):
             return Outcome(node, duplicate=True)
-        if authenticated:
-            change = decide(node, report)
-        else:
-            change = _unauthenticated(state, node, report, now)
+        change = decide(node, report)
         attempt = change.get("attempt", node.attempt)
         if change:
             _bounded_steps(state, name, attempt, report.step)
-        message = report.message if authenticated else report.message[:UNAUTHENTICATED_MESSAGE]
-        state.add_event(name, attempt, report.step, report.status, message,
+        state.add_event(name, attempt, report.step, report.status, report.message,
                         index=report.index, total=report.total, final=report.final,
-                        node_time=report.time, received=now, authenticated=authenticated)
+                        node_time=report.time, received=now, authenticated=True)
         if change:
             try:
                 state.update_node(name, change, now)
             except Forbidden as e:      # decide() lets no such report through: a backstop
                 raise Refused(422, f"report '{report.step} {report.status}': {e}") from None
             state.save_step(name, attempt, report.step, report.status, report.index,
-                            report.total, message, now)
+                            report.total, report.message, now)
         after = state.require(name, "record")
         installed = change.get("state") == NodeState.INSTALLED
         if installed:
@@ -271,24 +261,3 @@ def _booted(node: NodeRow, r: Report) -> dict:
         return {}       # a member rebooted: recorded, and the join is not run again
     return {"state": NodeState.BOOTED, "step": "boot", "message": r.message,
             "host_keys": known or r.host_keys}
-
-
-def _unauthenticated(state: State, node: NodeRow, r: Report, now: float) -> dict:
-    """The agent's 'plan failed' (it has no token): at most marks the node failed.
-
-    Anyone on the provisioning LAN could send it, so it never touches an installed node
-    (whose plan, and token, the master no longer hands out) and is rate limited."""
-    name = node.name
-    if not r.plan_failed:
-        raise Refused(401, f"a report for {name} needs 'Authorization: Bearer <token>' with "
-                           "the token of the node's plan (report.token)")
-    if node.on_disk:
-        raise Refused(401, f"{name} is {node.state}: a report without a token is taken "
-                           "only from a node that is installing")
-    last = state.last_unauthenticated(name)
-    if last is not None and now - last < UNAUTHENTICATED_EVERY:
-        raise Refused(429, f"a report without a token for {name} came "
-                           f"{now - last:.1f} s ago: one per {UNAUTHENTICATED_EVERY:.0f} s")
-    message = r.message[:UNAUTHENTICATED_MESSAGE]
-    return {"state": NodeState.FAILED, "step": "plan",
-            "message": f"the agent could not use its plan: {message}"}

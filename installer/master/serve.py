@@ -39,18 +39,32 @@ class Options:
     cluster_file: str
     outdir: str
     state_dir: str
-    host: str
-    port: int
+    listen: list[tuple[str, int]]   # (address, port): every one is listened on
     dhcp: bool = True
     join: bool = True               # bootstrap and join nodes that report booted
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
+    host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise InstallerError(f"--listen '{text}' is not ADDRESS:PORT: write e.g. "
                              "--listen 10.99.0.1:8080 (0.0.0.0:8080 for every interface)")
     return host.strip("[]"), int(port)
+
+
+def listen_addresses(cluster: Cluster, given: list[str] | None) -> list[tuple[str, int]]:
+    """--listen's addresses (repeated, or a comma list); by default where the cluster file
+    says nodes come: the provisioning address (netbooting nodes) and the address booted
+    nodes report to (the master's management address, or a separate serving host's
+    management_address), and 127.0.0.1 for the admin's status on the serving host. Not
+    every address: a stranger on another network has no door."""
+    if given:
+        found = [parse_listen(one) for text in given for one in text.split(",") if one.strip()]
+        return list(dict.fromkeys(found))
+    prov = cluster.provisioning
+    report_host = cluster.boot_report_url.removeprefix("http://").rpartition(":")[0]
+    return list(dict.fromkeys((host, prov.http_port)
+                              for host in (prov.address, report_host, "127.0.0.1")))
 
 
 def log(line: str) -> None:
@@ -131,16 +145,12 @@ async def _serve(opts: Options, service: api.Service, ready: Callable[[str], Non
     runner = connections.runner(api.make_app(service))
     await runner.setup()
     daemon = None
-    listener = None
+    listeners: list[asyncio.Server] = []
     try:
-        try:
-            listener = await connections.listen(runner, service.gate, opts.host, opts.port)
-        except OSError as e:
-            raise InstallerError(f"cannot listen on {opts.host}:{opts.port}: {e.strerror}: "
-                                 "stop the program holding that port, or choose another "
-                                 "with --listen ADDRESS:PORT (and http_port in the cluster "
-                                 "file, which the PXE entries name)") from None
-        port = listener.sockets[0].getsockname()[1]     # the real one when --listen says 0
+        for host, port in opts.listen:
+            listeners.append(await _listen(runner, service, host, port))
+        urls = [_url(host, server) for (host, _), server in zip(opts.listen, listeners,
+                                                                  strict=True)]
         if service.on_booted is not None:
             for node in requeue_joins(service.state):
                 service.queue_join(node)
@@ -150,22 +160,34 @@ async def _serve(opts: Options, service: api.Service, ready: Callable[[str], Non
                                   cluster_file=opts.cluster_file,
                                   on_line=_dnsmasq_line(service))
             await daemon.start()
-        url = f"http://{opts.host}:{port}"
-        if opts.host == "0.0.0.0":      # say where the nodes will find it
-            url = f"http://{opts.cluster.provisioning.address}:{port}"
-            log(f"installed nodes report to {opts.cluster.boot_report_url}")
-        log(f"serving {opts.cluster.fqdn} from {opts.outdir} at {url}; state in "
-            f"{opts.state_dir}; DHCP/TFTP: "
+        log(f"serving {opts.cluster.fqdn} from {opts.outdir} at {' and '.join(urls)}; state "
+            f"in {opts.state_dir}; DHCP/TFTP: "
             f"{'dnsmasq ' + daemon.conf if daemon else 'off (--no-dhcp)'}")
-        ready(url)
+        ready(urls[0])
         return await _until_stopped(daemon)
     finally:
         if daemon is not None:
             await daemon.stop()
-        if listener is not None:
+        for listener in listeners:
             listener.close()
         await runner.cleanup()
         await asyncio.get_running_loop().run_in_executor(None, stop_joins, service)
+
+
+async def _listen(runner, service: api.Service, host: str, port: int) -> asyncio.Server:
+    try:
+        return await connections.listen(runner, service.gate, host, port, log=log)
+    except OSError as e:
+        raise InstallerError(f"cannot listen on {host}:{port}: {e.strerror}: stop the "
+                             "program holding that port, or choose another with --listen "
+                             "ADDRESS:PORT (and http_port in the cluster file, which the PXE "
+                             "entries name)") from None
+
+
+def _url(host: str, server: asyncio.Server) -> str:
+    """The URL a listener answers at (its real port when --listen said 0)."""
+    port = server.sockets[0].getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def stop_joins(service: api.Service, timeout: float = 30) -> None:

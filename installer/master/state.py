@@ -33,10 +33,11 @@ EVENTS_KEEP = limits.EVENTS     # a node's events kept: its oldest are dropped, 
 # -- schema -----------------------------------------------------------------------------------
 # Version 0: the release before schema versions (no user_version). Version 1: nodes.state
 # may hold only a NodeState. Version 2: events are kept to a bound per node, and the ones
-# dropped counted. Version 3: the cluster's ISOs and their state on each node. A later
-# version adds a step to MIGRATIONS and leaves these texts as they are: a new database is
-# made as version 1, then migrated like an old one.
-SCHEMA_VERSION = 3
+# dropped counted. Version 3: the cluster's ISOs and their state on each node. Version 4:
+# who took each node's plan in its install cycle, and the fetches refused since
+# (token-once enrolment). A later version adds a step to MIGRATIONS and leaves these
+# texts as they are: a new database is made as version 1, then migrated like an old one.
+SCHEMA_VERSION = 4
 V1_STATES = ("pending", "installing", "installed", "booted", "joining", "joined", "failed")
 NODES_V1 = """CREATE TABLE {table} (
     name TEXT PRIMARY KEY,
@@ -129,9 +130,25 @@ def _v2_to_v3(db: sqlite3.Connection, path: str) -> None:
                "updated REAL NOT NULL, PRIMARY KEY (iso, node))")
 
 
+def _v3_to_v4(db: sqlite3.Connection, path: str) -> None:
+    """A node's plan goes out once per install cycle: to whom and when, and the fetches
+    refused since. No row: the node was never fetched in this cycle (a pending node of an
+    older release is armed, as it was)."""
+    db.execute("""CREATE TABLE plan_fetches (
+    node TEXT PRIMARY KEY,
+    taken_by TEXT NOT NULL DEFAULT '',      -- the client address that got the plan
+    taken_at REAL NOT NULL DEFAULT 0,       -- the master's clock; 0: not taken
+    refused_by TEXT NOT NULL DEFAULT '',    -- the last address refused a plan
+    refused_at REAL NOT NULL DEFAULT 0,
+    refusals INTEGER NOT NULL DEFAULT 0
+)""")
+
+
 # MIGRATIONS[v] brings a database from version v to v + 1, inside the opening transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection, str], None], ...] = (_v0_to_v1, _v1_to_v2,
-                                                                      _v2_to_v3)
+                                                                      _v2_to_v3, _v3_to_v4)
+# A refused plan fetch is an event at most this often per node (each one is counted).
+REFUSAL_EVENT_EVERY = 60.0
 
 
 def _known_version(db: sqlite3.Connection, path: str) -> int:
@@ -321,6 +338,9 @@ class State:
                                 node.name))
                 else:
                     db.execute("UPDATE nodes SET ip = ? WHERE name = ?", (node.ip, node.name))
+                    continue
+                db.execute("DELETE FROM plan_fetches WHERE node = ?", (node.name,))
+            db.execute("DELETE FROM plan_fetches WHERE node NOT IN (SELECT name FROM nodes)")
 
     def node(self, name: str) -> NodeRow | None:
         rows = self._query("SELECT * FROM nodes WHERE name = ?", (name,))
@@ -382,6 +402,7 @@ class State:
                        "token = ?, host_keys = '{}', message = 'marked for reinstall', "
                        "updated = ? WHERE name = ?",
                        (NodeState.PENDING, new_token(), now, name))
+            db.execute("DELETE FROM plan_fetches WHERE node = ?", (name,))   # armed again
             self.add_event(name, node.attempt, "reinstall", NodeState.PENDING,
                            "marked for reinstall", node_time=now, received=now,
                            authenticated=True)
@@ -403,6 +424,46 @@ class State:
             sets = ", ".join(f"{_CHANGEABLE[k]} = ?" for k in change)
             db.execute(f"UPDATE nodes SET {sets}, updated = ? WHERE name = ?",
                        (*values, now, name))
+
+    # -- plans: once per install cycle ------------------------------------------------------
+
+    def take_plan(self, name: str, address: str, now: float) -> tuple[bool, NodeRow, dict]:
+        """Hand the node's plan to ADDRESS if the node is armed (pending, its plan not yet
+        taken in this cycle): (True, node, fetch). Otherwise the refusal is counted (and an
+        event, at most one per REFUSAL_EVENT_EVERY or new address; fetch["noted"] says if
+        it made one): (False, node, fetch). One transaction,
+        so of two fetches at once exactly one gets the plan."""
+        with self._writer() as db:
+            node = self.require(name, "take_plan")
+            fetch = self.plan_fetch(name)
+            if node.state == NodeState.PENDING and not fetch["taken_at"]:
+                db.execute("INSERT INTO plan_fetches (node, taken_by, taken_at) VALUES "
+                           "(?, ?, ?) ON CONFLICT (node) DO UPDATE SET taken_by = "
+                           "excluded.taken_by, taken_at = excluded.taken_at",
+                           (name, address, now))
+                return True, node, self.plan_fetch(name)
+            db.execute("INSERT INTO plan_fetches (node, refused_by, refused_at, refusals) "
+                       "VALUES (?, ?, ?, 1) ON CONFLICT (node) DO UPDATE SET refused_by = "
+                       "excluded.refused_by, refused_at = excluded.refused_at, "
+                       "refusals = refusals + 1", (name, address, now))
+            noted = now - fetch["refused_at"] >= REFUSAL_EVENT_EVERY or \
+                fetch["refused_by"] != address
+            if noted:
+                self.add_event(name, node.attempt, "plan", "refused",
+                               f"plan fetch from {address} refused ({node.state}"
+                               + (f", taken by {fetch['taken_by']}" if fetch["taken_at"]
+                                  else "") + ")",
+                               node_time=now, received=now, authenticated=False)
+            return False, node, dict(self.plan_fetch(name), noted=noted)
+
+    def plan_fetch(self, name: str) -> dict:
+        """Who took the node's plan in this install cycle and when (taken_at 0: nobody),
+        and the refused fetches since."""
+        rows = self._query("SELECT * FROM plan_fetches WHERE node = ?", (name,))
+        return _fetch(rows[0]) if rows else dict(NO_FETCH)
+
+    def plan_fetches(self) -> dict[str, dict]:
+        return {r["node"]: _fetch(r) for r in self._query("SELECT * FROM plan_fetches")}
 
     # -- steps and events -------------------------------------------------------------------
 
@@ -447,11 +508,6 @@ class State:
         return bool(self._query(
             "SELECT 1 FROM events WHERE node = ? AND node_time = ? AND step = ? "
             "AND status = ? AND idx = ?", (name, node_time, step, status, index)))
-
-    def last_unauthenticated(self, name: str) -> float | None:
-        """When the node's last report without a token came (the master's clock)."""
-        return self._query("SELECT MAX(received) FROM events WHERE node = ? AND "
-                           "authenticated = 0", (name,))[0][0]
 
     def events(self, name: str, limit: int = 1000, after: int | None = None,
                budget: int = limits.PAGE_BYTES) -> list[dict]:
@@ -570,6 +626,14 @@ def _node(row: sqlite3.Row) -> NodeRow:
                    total=row["total"], attempt=row["attempt"],
                    attempt_time=row["attempt_time"], message=row["message"],
                    host_keys=json.loads(row["host_keys"]), updated=row["updated"])
+
+
+NO_FETCH = {"taken_by": "", "taken_at": 0.0, "refused_by": "", "refused_at": 0.0,
+             "refusals": 0}
+
+
+def _fetch(row: sqlite3.Row) -> dict:
+    return {k: row[k] for k in NO_FETCH}
 
 
 def _event(row: sqlite3.Row) -> dict:

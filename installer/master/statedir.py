@@ -2,7 +2,8 @@
 
     state.db            nodes, steps, events, unknown MACs (installer.master.state), with
                         its schema version: a newer release migrates it when it opens it
-    admin.token         the bearer token of admin requests (`reinstall`), mode 0600
+    admin.token         the bearer token of admin requests (`reinstall`, and `status` from
+                        another address than loopback), mode 0600
     ssh/id_ed25519      the serving host's SSH key pair: plans put its public half in
                         root's authorized_keys on every node, the join logs in with it
     dnsmasq.leases      dnsmasq's DHCP leases

@@ -18,19 +18,26 @@ class Unreachable(Exception):
     """Nothing answers at the master's URL (reinstall then writes the state directly)."""
 
 
-def fetch(url: str) -> dict:
-    """{"nodes": [...], "unknown": [...]} from the API at base URL `url`."""
-    return {"nodes": _get(f"{url}/api/v1/nodes"), "unknown": _get(f"{url}/api/v1/unknown"),
-            "isos": isos(url)}
+def fetch(url: str, token: str | None = None) -> dict:
+    """{"nodes": [...], "unknown": [...], "isos": [...]} from the API at base URL `url` (with
+    the admin token, which a master asked from another address than loopback wants)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return {"nodes": _get(f"{url}/api/v1/nodes", headers),
+            "unknown": _get(f"{url}/api/v1/unknown", headers), "isos": isos(url, headers)}
 
 
-def _get(url: str):
+def _get(url: str, headers: dict):
     try:
-        resp = requests.get(url, timeout=10)
+        resp = requests.get(url, headers=headers, timeout=10)
     except requests.RequestException as e:
         raise InstallerError(f"cannot reach the master at {url} ({type(e).__name__}): is "
                              "ganeti-installer serve running? Name its address with --url "
                              "http://ADDRESS:PORT or --cluster FILE") from None
+    if resp.status_code in (401, 403):
+        raise InstallerError(f"{url} answered HTTP {resp.status_code}: {_reason(resp)}. "
+                             "Give status the state directory: --state DIR (serve's "
+                             "--state), or ask on the serving host: --url "
+                             "http://127.0.0.1:PORT")
     if resp.status_code != 200:
         raise InstallerError(f"{url} answered HTTP {resp.status_code}: {_reason(resp)}")
     try:
@@ -61,6 +68,7 @@ def table(status: dict, now: float | None = None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
     lines += iso_lines(status.get("isos", []), now)
+    lines += refused_plans(status["nodes"], now)
     if status["unknown"]:
         lines += ["", "Machines not in the cluster file (add one under [[nodes]] with its "
                       "mac, run render and restart serve to install it):"]
@@ -68,6 +76,25 @@ def table(status: dict, now: float | None = None) -> str:
             lines.append(f"  {u['mac']}  asked {u['count']} time(s) for its {u['source']}, "
                          f"last {ago(now - u['last_seen'])}")
     return "\n".join(lines)
+
+
+def refused_plans(nodes: list[dict], now: float) -> list[str]:
+    """Plan fetches the master refused: a second machine asking for an armed node's plan
+    (a stranger, or the node itself netbooting again with no plan on its disk)."""
+    lines = []
+    for n in nodes:
+        fetch = n.get("plan") or {}
+        if not fetch.get("refusals"):
+            continue
+        taken = (f"its plan went to {fetch['taken_by']} {ago(now - fetch['taken_at'])}"
+                 if fetch["taken_at"] else f"it is {n['state']}")
+        lines.append(f"  {n['name']}: {fetch['refusals']} plan fetch(es) refused, the last "
+                     f"from {fetch['refused_by']} {ago(now - fetch['refused_at'])}; {taken}")
+    if not lines:
+        return []
+    return ["", "Plans refused (a plan goes out once per install cycle; a node that lost its "
+                "disk, or whose plan a stranger took: ganeti-installer reinstall FILE OUTDIR "
+                "NODE):"] + lines
 
 
 def ago(seconds: float) -> str:
@@ -78,10 +105,11 @@ def ago(seconds: float) -> str:
     return f"{seconds}s ago"
 
 
-def show(url: str, *, as_json: bool, watch: float | None, out=print) -> int:
+def show(url: str, *, as_json: bool, watch: float | None, out=print,
+         token: str | None = None) -> int:
     """Print once, or every `watch` seconds until interrupted (JSON: one object a line)."""
     while True:
-        status = fetch(url)
+        status = fetch(url, token)
         if as_json:
             out(json.dumps(status, indent=None if watch else 2))
         else:
@@ -110,12 +138,13 @@ def reinstall(url: str, name: str, admin_token: str) -> dict:
 
 # -- ISOs -------------------------------------------------------------------------------------
 
-def isos(url: str) -> list:
+def isos(url: str, headers: dict | None = None) -> list:
     """The cluster's ISOs and their state per node ([] from a serve that has none)."""
+    headers = headers or {}
     try:
-        resp = requests.get(f"{url}/api/v1/isos", timeout=10)
+        resp = requests.get(f"{url}/api/v1/isos", headers=headers, timeout=10)
     except requests.RequestException:
-        return _get(f"{url}/api/v1/isos")       # says why, as every other read
+        return _get(f"{url}/api/v1/isos", headers)      # says why, as every other read
     return resp.json() if resp.status_code == 200 else []
 
 
