@@ -204,7 +204,7 @@ def cmd_rebuild(args) -> int:
         on_master=_on_master(cluster, state_dir),
         reinstall=lambda: _reinstall_via(status, url, node.name, token),
         power_on=lambda: _power_on(cluster, node.name),
-        state=lambda: _node_state(status, url, node.name))
+        state=lambda: _node_state(status, url, node.name, token))
     rebuild.run(node.fqdn, act, evacuate=args.evacuate, power=not args.no_power)
     print(f"{node.name}: rebuilt, joined and its instances' disks replaced")
     return 0
@@ -246,8 +246,8 @@ def _power_on(cluster: config.Cluster, name: str) -> str:
     return power.switch(cluster, name, "on").message
 
 
-def _node_state(status, url: str, name: str) -> tuple[str, str]:
-    node = next(n for n in status.fetch(url)["nodes"] if n["name"] == name)
+def _node_state(status, url: str, name: str, token: str) -> tuple[str, str]:
+    node = next(n for n in status.fetch(url, token)["nodes"] if n["name"] == name)
     return node["state"], node["message"]
 
 
@@ -317,8 +317,10 @@ def cmd_iso_add(args) -> int:
 
 def cmd_iso_list(args) -> int:
     from installer.master import status
-    url, _ = _iso_target(args)
-    items = status.isos(url)
+    url, state_dir = _iso_target(args)
+    # The list shows nodes and their messages: the admin token, unless on the serving host.
+    token = _iso_token(state_dir) if state_dir else None
+    items = status.isos(url, {"Authorization": f"Bearer {token}"} if token else None)
     if args.json:
         print(json.dumps(items, indent=2))
     else:
@@ -405,6 +407,11 @@ def cmd_usb(args) -> int:
     if args.node and args.node not in names:
         raise InstallerError(f"no node '{args.node}' in {args.file}: use one of "
                              f"{', '.join(names)}")
+    if cluster.instance_image.images:   # the node would wait for them with no network
+        raise InstallerError(f"{args.file} names instance images ([[instance_image.images]]), "
+                             "which a node fetches from serve at install and a stick does not "
+                             "carry yet: make the stick from a cluster file without them (the "
+                             "master's `rebuild` later installs the full plan over PXE)")
     usb.check_tools()
     state_dir = args.state or statedir.default(cluster, args.outdir)
     plans_dir = os.path.join(args.outdir, "plans")

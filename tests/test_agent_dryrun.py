@@ -181,7 +181,7 @@ def test_a_dry_run_writes_nothing_and_lists_every_command(node, master, tmp_path
         f"mount /dev/sda4 {t}/", f"mount /dev/sda2 {t}/boot/efi",
         f"umount --recursive {t}", "zstd -dc | dd of=/dev/sda4"]
     for expected in ("tune2fs -U random /dev/sda4", f"chroot {t} debconf-set-selections",
-                     f"chroot {t} usermod --password", f"chroot {t} ssh-keygen -A",
+                     f"chroot {t} chpasswd --encrypted", f"chroot {t} ssh-keygen -A",
                      f"chroot {t} grub-bios-setup --directory=/boot/grub/i386-pc /dev/sda",
                      "pre-reboot.d/50-show-storage"):
         assert any(c.startswith(expected) for c in commands), expected

@@ -189,6 +189,11 @@ def test_on_disk_tells_a_disks_partitions_from_another_disks():
     assert diskprobe.on_disk("/dev/nvme0n1p5", "/dev/nvme0n1")
     assert not diskprobe.on_disk("/dev/sdaa1", "/dev/sda")
     assert not diskprobe.on_disk("/dev/nvme0n10p1", "/dev/nvme0n1")
+    # A disk whose name ends in a digit: its partitions have a p, a longer name is another
+    # disk (a teardown there would deactivate another disk's VG).
+    assert not diskprobe.on_disk("/dev/nvme0n12", "/dev/nvme0n1")
+    assert not diskprobe.on_disk("/dev/loop10", "/dev/loop1")
+    assert diskprobe.on_disk("/dev/loop1p2", "/dev/loop1")
 
 
 def test_holders_that_are_not_lvms_are_named_from_sysfs(tmp_path):

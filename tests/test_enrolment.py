@@ -120,8 +120,8 @@ def test_the_kept_plan_is_found_read_only_on_a_gi_root_partition(server, tmp_pat
         finally:
             subprocess.run(["umount", str(where)], check=True)
         monkeypatch.setattr(savedplan, "partitions",
-                            lambda run: [("/dev/nowhere", savedplan.PLAN),
-                                         (root, savedplan.PLAN)])
+                            lambda run: [("/dev/nowhere", savedplan.ROOT_LABEL),
+                                         (root, savedplan.ROOT_LABEL)])
         before = _digest(root)
         said: list[str] = []
         found = savedplan.find([MAC], running_root=str(tmp_path), log=said.append)
@@ -143,8 +143,19 @@ class Lsblk:
 
 def test_kept_plans_are_looked_for_on_gi_root_then_gi_esp():
     assert savedplan.partitions(Lsblk()) == [
-        ("/dev/sda4", savedplan.PLAN), ("/dev/nvme0n1p4", savedplan.PLAN),
-        ("/dev/sda2", "ganeti-installer/plan.json")]
+        ("/dev/sda4", "gi-root"), ("/dev/nvme0n1p4", "gi-root"), ("/dev/sda2", "gi-esp")]
+
+
+def test_no_kept_plan_outlives_its_install(tmp_path):
+    """A reinstall that the master refuses (a stranger took the plan) must not resume the
+    earlier, finished install with its stale token."""
+    for rel in (savedplan.PLAN, os.path.join(savedplan.ESP, savedplan.ESP_PLAN)):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}")
+    savedplan.forget(str(tmp_path))
+    assert not (tmp_path / savedplan.PLAN).exists()
+    assert not (tmp_path / savedplan.ESP / savedplan.ESP_PLAN).exists()
+    savedplan.forget(str(tmp_path))     # twice (a resumed finish): nothing left, no error
 
 
 def _digest(path: str) -> str:

@@ -11,13 +11,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from installer import cli
 from installer.agent import imagefetch, planschema, rules, stick
 from installer.build import render, stickdevice, usb
 from installer.cluster.errors import InstallerError
 
-from .conftest import example_path, load_example
+from .conftest import example_data, example_path, load_example
 
 MACS = {"node1": "52:54:00:20:02:22", "node2": "52:54:00:20:02:23"}
 
@@ -216,6 +217,22 @@ def test_a_loop_device_is_refused_and_nothing_is_written(tmp_path, capsys):
     finally:
         subprocess.run(["losetup", "--detach", loop], check=True)
     assert backing.read_bytes() == b"\xab" * (1 << 20)
+
+
+def test_a_cluster_with_instance_images_gets_no_stick_yet(tmp_path, capsys):
+    """Its nodes would wait for the images from serve, with no network: refused, nothing
+    written."""
+    image = tmp_path / "tiny.raw"
+    image.write_bytes(b"\0" * 4096)
+    data = example_data()
+    data["instance_image"] = {"images": [{"name": "tiny", "format": "raw",
+                                          "file": str(image)}]}
+    path = tmp_path / "cluster.toml"
+    path.write_bytes(tomli_w.dumps(data).encode())
+    assert cli.main(["usb", str(path), str(tmp_path / "out"), "--output",
+                     str(tmp_path / "stick.img"), "--state", str(tmp_path / "state")]) == 1
+    assert "names instance images" in capsys.readouterr().err
+    assert not (tmp_path / "stick.img").exists() and not (tmp_path / "state").exists()
 
 
 def test_usb_needs_somewhere_to_put_the_stick(tmp_path, capsys):

@@ -74,8 +74,8 @@ def install_packages(plan: dict, t: Target) -> List[str]:
 def set_root_password(plan: dict, t: Target, hashed: Optional[str] = None) -> None:
     """Root's password from its hash: the plan's, or HASHED (the master's secrets route)."""
     hashed = hashed or plan["users"]["root"]["password_hash"]
-    if hashed:
-        t.chroot(["usermod", "--password", hashed, "root"])
+    if hashed:      # on stdin: a command line is logged, and a failed one reported
+        t.chroot(["chpasswd", "--encrypted"], input=f"root:{hashed}\n")
 
 
 def machine_id(t: Target) -> None:

@@ -81,8 +81,14 @@ def disk_guid(run: Runner, disk: str) -> str:
 def on_disk(device: str, disk: str) -> bool:
     """Whether a device path is the disk or one of its partitions (/dev/sda1 is on
     /dev/sda, /dev/sdaa1 is not)."""
-    rest = device[len(disk):] if device.startswith(disk) else None
-    return rest is not None and (rest == "" or rest.lstrip("p").isdigit())
+    if not device.startswith(disk):
+        return False
+    rest = device[len(disk):]
+    if rest == "":
+        return True
+    if disk[-1].isdigit():          # nvme0n1p2, loop1p1: never nvme0n12 or loop10
+        return rest[:1] == "p" and rest[1:].isdigit()
+    return rest.isdigit()
 
 
 def drbd_loaded(proc: str = "/proc/drbd") -> bool:

@@ -201,6 +201,8 @@ class Installer:
         if self.first_boot:
             self.run.files.write(os.path.join(self.target, INSTALLED),
                                  journal.plan_hash(self.plan) + "\n")
+        if not self.run.dry_run:
+            savedplan.forget(self.target)
 
     def _password_hash(self) -> Optional[str]:
         """The plan's root password hash, or the master's (asked for with the node's token:

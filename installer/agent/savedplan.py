@@ -26,6 +26,10 @@ ESP_PLAN = "ganeti-installer/plan.json"     # on the ESP (mounted umask=0077 onc
 ROOT_LABEL = rules.GPT_NAME_PREFIX + rules.ROOT
 # Where a kept plan lies on each kind of partition the agent made.
 KEPT = {ROOT_LABEL: PLAN, rules.GPT_NAME_PREFIX + rules.ESP: ESP_PLAN}
+# How each is mounted to read it: ext4's noload replays no journal (ro alone would write to
+# a disk that may turn out not to be ours).
+MOUNT = {ROOT_LABEL: ["-t", "ext4", "-o", "ro,noload"],
+         rules.GPT_NAME_PREFIX + rules.ESP: ["-t", "vfat", "-o", "ro"]}
 
 
 def save(plan: dict, target: str, log: Callable[[str], None] = print) -> None:
@@ -55,6 +59,16 @@ def _write_esp(path: str, text: str) -> None:
         os.close(fd)
 
 
+def forget(target: str) -> None:
+    """At the install's end: no kept plan outlives its install, so a later reinstall that
+    the master refuses never resumes an earlier, finished one with its stale token."""
+    for path in (os.path.join(target, PLAN), os.path.join(target, ESP, ESP_PLAN)):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
 def find(macs: List[str], run: Optional[Runner] = None, *, running_root: str = "/",
          log: Callable[[str], None] = print) -> Optional[dict]:
     """A saved plan for one of MACS, or None."""
@@ -63,8 +77,8 @@ def find(macs: List[str], run: Optional[Runner] = None, *, running_root: str = "
     if plan is not None:
         log(f"resuming with the plan kept in {os.path.join(running_root, PLAN)}")
         return plan
-    for device, path in partitions(run):
-        plan = _read_on(device, path, run, macs)
+    for device, label in partitions(run):
+        plan = _read_on(device, label, run, macs)
         if plan is not None:
             log(f"resuming with the plan kept on {device}")
             return plan
@@ -72,22 +86,22 @@ def find(macs: List[str], run: Optional[Runner] = None, *, running_root: str = "
 
 
 def partitions(run: Runner) -> List[Tuple[str, str]]:
-    """(device, where a kept plan lies on it) of every gi-root and gi-esp partition on this
-    machine's disks: the roots first."""
+    """(device, GPT name) of every gi-root and gi-esp partition on this machine's disks:
+    the roots first."""
     out = run.read(["lsblk", "--raw", "--paths", "--noheadings", "--output",
                     "PATH,PARTLABEL"], check=False)
     found = []
     for line in out.splitlines():
         fields = line.split()
         if len(fields) == 2 and fields[1] in KEPT:
-            found.append((fields[0], KEPT[fields[1]]))
-    return sorted(found, key=lambda kept: kept[1] != PLAN)
+            found.append((fields[0], fields[1]))
+    return sorted(found, key=lambda kept: kept[1] != ROOT_LABEL)
 
 
-def _read_on(device: str, path: str, run: Runner, macs: List[str]) -> Optional[dict]:
-    where = tempfile.mkdtemp(prefix="gi-plan-")
+def _read_on(device: str, label: str, run: Runner, macs: List[str]) -> Optional[dict]:
+    where, path = tempfile.mkdtemp(prefix="gi-plan-"), KEPT[label]
     try:
-        run.read(["mount", "-o", "ro", device, where])
+        run.read(["mount"] + MOUNT[label] + [device, where])
     except CommandFailed:
         os.rmdir(where)
         return None
