@@ -251,6 +251,15 @@ def _node_state(status, url: str, name: str, token: str) -> tuple[str, str]:
     return node["state"], node["message"]
 
 
+def _node_args(p: argparse.ArgumentParser) -> None:
+    """What reinstall and rebuild both take: the node, and where its serve is."""
+    p.add_argument("file", help="the cluster file (TOML)")
+    p.add_argument("outdir", help="the OUTDIR serve serves")
+    p.add_argument("node", help="the node's name")
+    p.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
+    p.add_argument("--url", help="the master's base URL (default: from the cluster file)")
+
+
 def _rebuild_parser(sub) -> None:
     rb = sub.add_parser("rebuild", help="reinstall a failed node and restore its DRBD copies",
                         description="Check the cluster through its master, refuse while NODE "
@@ -258,11 +267,7 @@ def _rebuild_parser(sub) -> None:
                         "reinstall it and power it on; once serve has joined it again "
                         "(gnt-node add --readd), replace its instances' secondary disks, "
                         "wait for the sync and verify the cluster. Needs serve running.")
-    rb.add_argument("file", help="the cluster file (TOML)")
-    rb.add_argument("outdir", help="the OUTDIR serve serves")
-    rb.add_argument("node", help="the node's name")
-    rb.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
-    rb.add_argument("--url", help="the master's base URL (default: from the cluster file)")
+    _node_args(rb)
     rb.add_argument("--evacuate", action="store_true",
                     help="first move the instances NODE is primary for to their secondaries")
     rb.add_argument("--no-power", action="store_true",
@@ -521,11 +526,7 @@ def parser() -> argparse.ArgumentParser:
                         "PXE entry the install form: its next network boot reinstalls it. "
                         "Goes through the running serve (admin token from the state "
                         "directory), or straight to the state when none answers.")
-    ri.add_argument("file", help="the cluster file (TOML)")
-    ri.add_argument("outdir", help="the OUTDIR serve serves")
-    ri.add_argument("node", help="the node's name")
-    ri.add_argument("--state", metavar="DIR", help="serve's state directory (default: as serve)")
-    ri.add_argument("--url", help="the master's base URL (default: from the cluster file)")
+    _node_args(ri)
     ri.set_defaults(func=cmd_reinstall)
     _power_parser(sub)
     _rebuild_parser(sub)

@@ -162,11 +162,8 @@ def write_instance_images(cluster: Cluster, outdir: str) -> list[str]:
 
 
 def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _install(stage: str, outdir: str, written: list[str]) -> None:
