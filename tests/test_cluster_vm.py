@@ -110,11 +110,15 @@ ASK_PLAN = ("import requests, sys; r = requests.get(sys.argv[1], timeout=30); "
             "print(r.status_code); print(r.json().get('error', 'a plan'))")
 
 
-def steal_plan(switch: Switch, master: Master, node) -> tuple[int, str]:
-    """Once NODE is past pending (it took its plan and reported), a stranger asks for it."""
+def steal_plan(switch: Switch, master: Master, node, vms: list[VM]) -> tuple[int, str]:
+    """Once NODE is past pending (it took its plan and reported), a stranger asks for it.
+    The VMs' consoles are read meanwhile: a guest whose serial output nobody reads stalls."""
     stranger = switch.host("stranger", UNTAGGED, [f"{STRANGER}/24"])
-    master.wait(node.name, ("installing", "installed", "booted", "joining", "joined"),
-                timeout=1800)
+    deadline = time.monotonic() + 1800
+    while master.node(node.name)["state"] == "pending":
+        assert time.monotonic() < deadline, master.explain(master.node(node.name))
+        for vm in vms:
+            vm.pump(2)
     url = f"http://10.99.0.1:8080/api/v1/plans/{node.mac.replace(':', '-')}"
     code, _, error = stranger.run([sys.executable, "-c", ASK_PLAN, url]).partition("\n")
     return int(code), error.strip()
@@ -147,7 +151,7 @@ def cluster_up(tmp_path_factory):
             disks = {n.name: make_disk(work / f"{n.name}.qcow2", "40G") for n in nodes}
             installs = [pxe_vm(switch, work, n, i + 1, disks[n.name], "install")
                         for i, n in enumerate(nodes)]
-            master.stranger = steal_plan(switch, master, nodes[1])
+            master.stranger = steal_plan(switch, master, nodes[1], installs)
             for vm, node in zip(installs, nodes, strict=True):
                 vm.expect(f"installed {node.fqdn}", timeout=1800)
             for vm in installs:
