@@ -217,8 +217,10 @@ def test_both_nodes_are_joined_and_the_first_is_master(cluster_up):
 
 # -- the image OS definition (issue 15): every node got it from its plan ------------------------
 
-IMAGE_ADD = ("gnt-instance add -t drbd -o {os} -s 128M -H fake --ignore-ipolicy --no-start "
-             "--no-ip-check --no-name-check -n node1.project.edu:node2.project.edu {name}")
+# A plain LV: the OS definition writes the same disk path whatever the template, and testvm
+# below covers DRBD (a second DRBD sync here cost minutes under TCG).
+IMAGE_ADD = ("gnt-instance add -t plain -o {os} -s 128M -H fake --ignore-ipolicy --no-start "
+             "--no-ip-check --no-name-check -n node1.project.edu {name}")
 LAST_JOB = "gnt-job info $(gnt-job list --no-headers -o id | tail -1) | tail -20"
 
 
@@ -245,7 +247,7 @@ def test_an_image_default_instance_holds_its_image(cluster_up):
     add = IMAGE_ADD.format(os="image+default", name="imagevm")
     assert status(vm, add, timeout=1200) == 0, run(vm, LAST_JOB)
     disk = run(vm, "gnt-instance activate-disks imagevm", timeout=600).strip().split(":")[-1]
-    assert disk.startswith("/dev/drbd"), disk
+    assert disk.startswith("/dev/"), disk
     same = run(vm, f"cmp -n 2097152 {disk} {folder}/{name} && echo same", timeout=120)
     assert same.strip().endswith("same"), same
 
@@ -270,8 +272,10 @@ def _serial_shows_marker(vm: VM, timeout: int = 120) -> bool:
 
 
 def _instance(vm: VM) -> list[str]:
-    return run(vm, f"gnt-instance list --no-headers -o name,pnode,snodes,status {TESTVM}",
-               timeout=120).split()
+    """testvm's line of `gnt-instance list` (the console may carry a stray line besides)."""
+    out = run(vm, f"gnt-instance list --no-headers -o name,pnode,snodes,status {TESTVM}",
+              timeout=120)
+    return next((ln.split() for ln in out.splitlines() if ln.startswith(TESTVM)), [out])
 
 
 @pytest.fixture(scope="module")
@@ -293,12 +297,13 @@ def test_the_iso_is_on_every_node_by_multicast(testvm):
 
 def test_testvm_boots_from_cd_under_kvm(testvm):
     """The paper's Figure 2.13 and 3.x commands, names aside: -n pins the paper's placement
-    (primary node2, secondary node1: what hail chose there), and 1G instead of 4G keeps the
-    DRBD sync short under TCG."""
+    (primary node2, secondary node1: what hail chose there), and 256M instead of 4G (below
+    the default instance policy's 1G, hence --ignore-ipolicy) keeps the DRBD sync short
+    under TCG: the instance boots from the CD and never writes its disk."""
     _, vms, iso, _ = testvm
     vm = vms["node1"]
-    add = ("gnt-instance add -t drbd -o image+cd -s 1G -B minmem=256M,maxmem=512M "
-           "--no-start --no-name-check --no-ip-check "
+    add = ("gnt-instance add -t drbd -o image+cd -s 256M -B minmem=256M,maxmem=512M "
+           "--ignore-ipolicy --no-start --no-name-check --no-ip-check "
            f"-n node2.project.edu:node1.project.edu {TESTVM}")
     last_job = "gnt-job info $(gnt-job list --no-headers -o id | tail -1) | tail -30"
     assert status(vm, add, timeout=1500) == 0, run(vm, last_job)

@@ -13,8 +13,9 @@ def login(vm: VM, hostname: str, password: str = ROOT_PASSWORD) -> None:
     vm.expect("Password:", timeout=60)
     vm.child.sendline(password)
     vm.expect(rf"root@{hostname}:~# ", timeout=120)
-    # The quotes keep the echoed command line from matching the prompt.
-    vm.child.sendline("stty -echo; export SYSTEMD_PAGER= PAGER=cat PS1='G''I# '")
+    # The quotes keep the echoed command line from matching the prompt. dmesg -n 1: kernel
+    # messages (drbd's under TCG load) would land amid a command's output on this console.
+    vm.child.sendline("stty -echo; dmesg -n 1; export SYSTEMD_PAGER= PAGER=cat PS1='G''I# '")
     vm.expect("GI# ", timeout=30)
 
 
