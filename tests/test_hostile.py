@@ -180,7 +180,7 @@ def test_a_report_without_a_token_is_401_before_anything_else(server):
 
 
 STATUS_ROUTES = ["/api/v1/nodes", "/api/v1/nodes/node1", "/api/v1/nodes/node1/events",
-                 "/api/v1/unknown"]
+                 "/api/v1/isos", "/api/v1/unknown"]
 
 
 def test_status_routes_need_the_admin_token_off_loopback(server):

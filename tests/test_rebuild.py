@@ -1,11 +1,15 @@
 """`ganeti-installer rebuild` (issue 16): what it decides from the cluster's own answers
 (gnt-node list, gnt-instance list as Ganeti prints them with --separator) and the order it
-acts in. The end-to-end rebuild of a VM cluster node is a VM test of its own."""
+acts in. The end-to-end rebuild of a VM cluster node has no VM test yet (issue 16 says where it
+would run: on the cluster test's nodes, after testvm's failover)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from installer import cli
 from installer.cluster.errors import InstallerError
 from installer.master import rebuild
 from installer.master.rebuild import RebuildRefused
@@ -144,3 +148,17 @@ def test_the_cli_refuses_the_cluster_files_master_before_reaching_anything(tmp_p
     assert cli.main(["rebuild", str(path), str(tmp_path / "out"), "node1"]) == 1
     assert "error: node1 is cluster.master in" in capsys.readouterr().err
     assert not (tmp_path / "cluster-state").exists()
+
+
+def test_rebuild_follows_the_node_with_the_admin_token():
+    """serve answers `status` off loopback only with the admin token: rebuild's polling of
+    the node's state sends it (without it every poll was a 401)."""
+    asked = []
+
+    def fetch(url, token=None):
+        asked.append((url, token))
+        return {"nodes": [{"name": "node2", "state": "joined", "message": "ok"}]}
+
+    assert cli._node_state(SimpleNamespace(fetch=fetch), "http://10.99.0.1:8080", "node2",
+                           "admin-token") == ("joined", "ok")
+    assert asked == [("http://10.99.0.1:8080", "admin-token")]
