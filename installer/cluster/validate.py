@@ -27,6 +27,8 @@ MAC = rules.MAC
 # MACs as people copy them: colons, dashes, Cisco's dots, or bare hex.
 MAC_FORMS = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}|"
                        r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}|[0-9a-f]{12}")
+MAC_FIX = ("write six hex bytes, e.g. 52:54:00:12:34:56 (52-54-00-12-34-56, 5254.0012.3456 "
+           "and 525400123456 are read too)")
 IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 # Names the kernel gives NICs (eth0, enp3s0, wlan0, bond0) and names it reserves.
 NIC_LIKE = re.compile(r"(eth|en[a-z]|wl|ww|ib|bond|team|vlan|veth|tap|tun)[a-z0-9]*\d+")
@@ -39,6 +41,16 @@ URL = re.compile(r"(?P<scheme>https?)://(?P<host>[^/:\[\]]+|\[[^\]]*\])(?::(?P<p
                  r"(?P<path>/[^\s\"'`$;&|<>\\]*)?")
 _TOKEN = re.compile(r"([A-Za-z_]+)(?:\[(\d+)\])?")
 SHOWN_KEY = 60
+
+
+def normal_mac(value: str) -> str | None:
+    """A MAC in any common spelling as six lower-case colon-separated bytes; None if it is
+    not one."""
+    text = value.strip().lower()
+    if not MAC_FORMS.fullmatch(text):
+        return None
+    digits = re.sub(r"[^0-9a-f]", "", text)
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
 def suggest(word: str, choices) -> str | None:
@@ -290,19 +302,15 @@ class Reader:
         value = self.string(key, REQUIRED, "a MAC address")
         if value is None:
             return None
-        text = value.strip().lower()
-        if not MAC_FORMS.fullmatch(text):
-            self.error(key, f"{quote(value)} is not a MAC address",
-                       "write six hex bytes, e.g. 52:54:00:12:34:56 (52-54-00-12-34-56, "
-                       "5254.0012.3456 and 525400123456 are read too)")
+        norm = normal_mac(value)
+        if norm is None:
+            self.error(key, f"{quote(value)} is not a MAC address", MAC_FIX)
             return None
-        digits = re.sub(r"[^0-9a-f]", "", text)
-        norm = ":".join(digits[i:i + 2] for i in range(0, 12, 2))
         if int(norm[:2], 16) & 1:
             self.error(key, f"{norm} is a multicast or broadcast address, no NIC has it",
                        "copy the MAC from the PC's label or its PXE boot screen")
             return None
-        if digits == "0" * 12:
+        if norm == "00:00:00:00:00:00":
             self.error(key, f"{norm} is the all-zero placeholder, no NIC has it",
                        "copy the MAC from the PC's label or its PXE boot screen")
             return None
