@@ -174,3 +174,53 @@ def _install(stage: str, outdir: str, written: list[str]) -> None:
         if os.path.isdir(target):
             shutil.rmtree(target)
         os.replace(os.path.join(stage, top), target)
+
+
+def render_in_place(cluster: Cluster, outdir: str) -> list[str]:
+    """Plans, node files, PXE entries and dnsmasq configurations rendered again into the
+    OUTDIR serve is serving (`rebuild --mac`: a node's new MAC): each file that changed is
+    replaced whole, nothing is removed. The active entries are left to the handoff (serve
+    sets them from its state, where a full render would make every node install), and the
+    loaders and images stay. Returns the paths changed (relative)."""
+    from installer.build import dnsmasq, pxe
+    from installer.cluster import files
+
+    plans = render_plans(cluster)
+    stage = tempfile.mkdtemp(prefix=".render-", dir=os.path.dirname(os.path.abspath(outdir)))
+    try:
+        written = write_plans(plans, stage)
+        written += pxe.render_entries(cluster, stage, plans=plans)
+        written += dnsmasq.render_dnsmasq(cluster, stage, final_outdir=outdir)
+        active = {rel for n in cluster.nodes for rel in layout.active_paths(n.mac).values()}
+        changed = []
+        for rel in written:
+            src, dst = os.path.join(stage, rel), os.path.join(outdir, rel)
+            with open(src, "rb") as f:
+                content = f.read()
+            if rel in active or _holds(dst, content):
+                continue
+            _mkdirs(outdir, os.path.dirname(rel))
+            files.write_atomically(dst, content, stat.S_IMODE(os.stat(src).st_mode))
+            changed.append(rel)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return changed
+
+
+def _holds(path: str, content: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read() == content
+    except FileNotFoundError:
+        return False
+
+
+def _mkdirs(outdir: str, rel: str) -> None:
+    """OUTDIR/REL and the directories above it, world-searchable (dnsmasq reads the TFTP
+    tree as an unprivileged user), whatever the umask."""
+    path = outdir
+    for part in [p for p in rel.split("/") if p]:
+        path = os.path.join(path, part)
+        if not os.path.isdir(path):
+            os.mkdir(path)
+            os.chmod(path, 0o755)

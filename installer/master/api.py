@@ -8,6 +8,7 @@
                                         never a token (events: a page, ?after=<id>&limit=<n>)
     GET  /api/v1/unknown                MACs that asked for a plan or an entry, not in the file
     POST /api/v1/nodes/<name>/reinstall back to pending and the install entry (admin token)
+    POST /api/v1/reload                 take the cluster file's new node MACs (admin token)
     GET  /api/v1/isos                   the cluster's ISOs and their state on each node
     POST /api/v1/isos                   {"files": [...], "copy": false, "rate_mbps": 900}: add
                                         ISOs (admin token)
@@ -68,6 +69,7 @@ class Service:
     running: set = field(init=False, default_factory=set)
     gate: connections.Gate = field(init=False)
     isos: Any = None        # the ISO job (isoservice.IsoService); None: no ISO routes work
+    reload: Any = None      # async () -> dict (reload.Reloader); None: no reload
 
     def __post_init__(self):
         # Connections by client address (its log is the service's, even a later one).
@@ -114,6 +116,7 @@ def make_app(service: Service) -> web.Application:
     app.router.add_post("/api/v1/nodes/{name}/events", post_event)
     app.router.add_post("/api/v1/nodes/{name}/reinstall", post_reinstall)
     app.router.add_get("/api/v1/nodes/{name}/secrets", get_secrets)
+    app.router.add_post("/api/v1/reload", post_reload)
     app.router.add_get("/api/v1/unknown", get_unknown)
     app.router.add_get("/api/v1/isos", get_isos)
     app.router.add_post("/api/v1/isos", post_isos)
@@ -467,6 +470,21 @@ async def post_reinstall(request: web.Request) -> web.Response:
     if refusal:
         return refusal
     return await _answer(svc, reinstall_node, svc, request.match_info["name"])
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    """The cluster file's new node MACs, taken without a restart; the body is not read."""
+    svc: Service = request.app[SERVICE]
+    refusal = _admin(request, loopback=False)
+    if refusal:
+        return refusal
+    if svc.reload is None:
+        return error(503, "this serve cannot reload its cluster file: restart it")
+    try:
+        return web.json_response(await svc.reload())
+    except reports.Refused as e:
+        svc.log(f"reload refused ({e.status}): {e.message}")
+        return error(e.status, e.message)
 
 
 async def get_secrets(request: web.Request) -> web.Response:

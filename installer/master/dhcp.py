@@ -35,6 +35,8 @@ class Dnsmasq:
         self.on_line = on_line
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
+        self._restarting = asyncio.Lock()
+        self.loaded: bytes | None = None      # the configuration it started with
 
     def argv(self) -> list[str]:
         binary = shutil.which("dnsmasq")
@@ -53,6 +55,7 @@ class Dnsmasq:
     async def start(self) -> None:
         """Start dnsmasq and wait until it serves; InstallerError (nothing running) if not."""
         await self._stop_leftover()
+        self.loaded = read_config(self.conf)
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
@@ -133,6 +136,27 @@ class Dnsmasq:
         assert self.proc is not None, "dnsmasq not started"
         return await self.proc.wait()
 
+    def stale(self) -> bool:
+        """Whether its configuration changed since it started (render wrote a new MAC)."""
+        return read_config(self.conf) != self.loaded
+
+    async def restart(self) -> None:
+        """Stop and start again: dnsmasq reads its dhcp-host lines (one per node MAC) only
+        at start. exited() does not take this for dnsmasq dying; a start that fails is."""
+        async with self._restarting:
+            await self.stop()
+            await self.start()
+
+    async def exited(self) -> int:
+        """Until dnsmasq exits on its own (not for a restart): its exit status."""
+        while True:
+            proc = self.proc
+            assert proc is not None, "dnsmasq not started"
+            code = await proc.wait()
+            async with self._restarting:
+                if self.proc is proc:
+                    return code
+
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s; waits until it is gone."""
         if self.proc is None:
@@ -161,3 +185,11 @@ def leftover_pid(pid_file: str) -> int | None:
         return None
     ours = os.path.basename(argv[0]) == "dnsmasq" and f"--pid-file={pid_file}" in argv
     return pid if ours else None
+
+
+def read_config(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None

@@ -7,6 +7,7 @@ write-then-rename so a loader fetching the file sees the old or the new one, who
 from __future__ import annotations
 
 import os
+import shutil
 
 from installer.agent import rules
 from installer.cluster import files
@@ -57,6 +58,22 @@ def boot_form(outdir: str, mac: str) -> str:
             return form
     raise InstallerError(f"the PXE entries of {mac} in {outdir} are neither all 'install' nor "
                          f"all 'local': run set_boot again, or ganeti-installer render")
+
+
+def forget(outdir: str, mac: str) -> list[str]:
+    """Remove a MAC's entries, both forms and the active one (a node's old NIC, replaced):
+    a machine booting with it again is unknown. Returns the paths removed (relative)."""
+    mac = _mac(mac)
+    gone = []
+    for rel in active_paths(mac).values():
+        if os.path.lexists(os.path.join(outdir, rel)):
+            os.unlink(os.path.join(outdir, rel))
+            gone.append(rel)
+    forms = os.path.dirname(entry_path(mac, FORMS[0], KINDS[0]))
+    if os.path.isdir(os.path.join(outdir, forms)):
+        shutil.rmtree(os.path.join(outdir, forms))
+        gone.append(forms)
+    return gone
 
 
 def _read(path: str) -> bytes | None:

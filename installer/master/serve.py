@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from installer.cluster import layout
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
-from installer.master import api, connections, dhcp, handoff, isoservice, limits, statedir
+from installer.master import (
+    api,
+    connections,
+    dhcp,
+    handoff,
+    isoservice,
+    limits,
+    reload,
+    statedir,
+)
 from installer.master.join import running
 from installer.master.join.hook import JoinHook
 from installer.master.nodes import NodeRow, NodeState
@@ -115,6 +124,9 @@ def prepare(opts: Options) -> api.Service:
         if opts.join else None
     service = api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
     service.isos = isos
+    service.reload = reload.Reloader(opts, state, sync_pxe, log=log,
+                                     run=lambda fn, *a: asyncio.get_running_loop().run_in_executor(
+                                         service.pool, fn, *a))
     for node in opts.cluster.nodes:     # booted nodes report from these: the reserve is theirs
         service.gate.know(node.ip)
     return service
@@ -160,6 +172,7 @@ async def _serve(opts: Options, service: api.Service, ready: Callable[[str], Non
                                   cluster_file=opts.cluster_file,
                                   on_line=_dnsmasq_line(service))
             await daemon.start()
+            service.reload.dnsmasq = daemon
         log(f"serving {opts.cluster.fqdn} from {opts.outdir} at {' and '.join(urls)}; state "
             f"in {opts.state_dir}; DHCP/TFTP: "
             f"{'dnsmasq ' + daemon.conf if daemon else 'off (--no-dhcp)'}")
@@ -214,7 +227,7 @@ async def _until_stopped(daemon: dhcp.Dnsmasq | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     waits: list[asyncio.Task] = [asyncio.create_task(stop.wait())]
     if daemon is not None:
-        waits.append(asyncio.create_task(daemon.wait()))
+        waits.append(asyncio.create_task(daemon.exited()))
     done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
