@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from typing import NoReturn
 
 from installer.agent.version import __version__
 from installer.cluster import config
@@ -189,6 +190,7 @@ def _power_parser(sub) -> None:
 # -- rebuild (issue 16) ----------------------------------------------------------------------
 
 def cmd_rebuild(args) -> int:
+    from installer.cluster import macedit
     from installer.master import rebuild, statedir, status
     cluster = _load(args.file, False)
     if cluster is None:
@@ -197,17 +199,76 @@ def cmd_rebuild(args) -> int:
     if node.name == cluster.master:
         raise InstallerError(f"{node.name} is cluster.master in {args.file}: the master "
                              "cannot rebuild itself; make another node master first")
+    try:
+        change = macedit.prepare(args.file, node.name, args.mac) if args.mac else None
+    except ConfigInvalid as e:
+        _report(args.file, e.errors, False)
+        return 1
     state_dir = args.state or statedir.default(cluster, args.outdir)
     url = (args.url or cluster.provisioning.base_url).rstrip("/")
     token = statedir.admin_token(state_dir, create=False)   # serve must be running
+    if change is not None:      # OUTDIR and serve take the new MAC: both must be there
+        _check_mac_change(change, args.outdir)
+        status.fetch(url, token)
     act = rebuild.Actions(
         on_master=_on_master(cluster, state_dir),
         reinstall=lambda: _reinstall_via(status, url, node.name, token),
-        power_on=lambda: _power_on(cluster, node.name),
-        state=lambda: _node_state(status, url, node.name, token))
+        power_on=lambda: _power_on(change.cluster if change else cluster, node.name),
+        state=lambda: _node_state(status, url, node.name, token),
+        new_mac=(lambda: _new_mac(status, url, token, change, cluster, args.outdir))
+        if change else None)
     rebuild.run(node.fqdn, act, evacuate=args.evacuate, power=not args.no_power)
     print(f"{node.name}: rebuilt, joined and its instances' disks replaced")
     return 0
+
+
+def _check_mac_change(change, outdir: str) -> None:
+    """What the new MAC needs before anything changes: a rendered OUTDIR, plans that render."""
+    from installer.build import render
+    from installer.cluster import layout
+    if not os.path.isdir(os.path.join(outdir, layout.PLANS)):
+        raise InstallerError(f"{outdir} has no {layout.PLANS}/: give rebuild the OUTDIR serve "
+                             "serves (rebuild --mac renders the node's new MAC into it)")
+    render.render_plans(change.cluster)
+
+
+def _new_mac(status, url: str, token: str, change, cluster: config.Cluster,
+             outdir: str) -> str:
+    """The node's new MAC in the cluster file and OUTDIR, taken by the running serve. If
+    serve refuses (it changed nothing), the file and OUTDIR's files go back as they were."""
+    from installer.build import render
+    from installer.cluster import macedit
+    from installer.master import handoff
+
+    def put_back(why: str) -> NoReturn:
+        macedit.write(change, change.old_text)
+        render.render_in_place(cluster, outdir)
+        handoff.forget(outdir, change.new)
+        raise InstallerError(f"{change.node}: the new MAC was not taken ({why}); "
+                             f"{change.path} and {outdir} are as they were. The node is "
+                             "offline in Ganeti now: fix the cause, then run rebuild --mac "
+                             f"{change.new} again")
+
+    macedit.write(change)
+    try:
+        render.render_in_place(change.cluster, outdir)
+    except (InstallerError, OSError) as e:
+        put_back(f"rendering {outdir} failed: {e}")
+    try:
+        answer = status.reload(url, token)
+    except status.Unreachable:
+        put_back(f"no serve answers at {url}")
+    except status.Refused as e:
+        put_back(str(e))
+    except InstallerError as e:     # serve failed half way: it may have taken some of it
+        raise InstallerError(f"{change.node}: {change.path} has the new MAC, but serve "
+                             f"failed taking it ({e}): restart serve, then rebuild again "
+                             "without --mac") from None
+    if not any(m.get("node") == change.node and m.get("new") == change.new
+               for m in answer.get("changed", [])):
+        put_back(f"serve runs with the cluster file {answer.get('file')}, where that MAC did "
+                 "not change: give rebuild the file serve runs with")
+    return change.said()
 
 
 def _named_node(cluster: config.Cluster, name: str, file: str) -> config.Node:
@@ -272,6 +333,9 @@ def _rebuild_parser(sub) -> None:
                     help="first move the instances NODE is primary for to their secondaries")
     rb.add_argument("--no-power", action="store_true",
                     help="do not switch the PC on; you power it on (network boot)")
+    rb.add_argument("--mac", metavar="MAC",
+                    help="new hardware: the MAC of the node's new NIC, written into the "
+                    "cluster file (the old one forgotten) and taken by the running serve")
     rb.set_defaults(func=cmd_rebuild)
 
 

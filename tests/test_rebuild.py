@@ -5,14 +5,18 @@ would run: on the cluster test's nodes, after testvm's failover)."""
 
 from __future__ import annotations
 
+import json
+import os
 from types import SimpleNamespace
 
 import pytest
 
 from installer import cli
+from installer.build import render
 from installer.cluster.errors import InstallerError
-from installer.master import rebuild
+from installer.master import rebuild, status
 from installer.master.rebuild import RebuildRefused
+from tests.serving import render_outdir
 
 NODES = """node1.project.edu|Y|N
 node2.project.edu|N|N
@@ -162,3 +166,114 @@ def test_rebuild_follows_the_node_with_the_admin_token():
     assert cli._node_state(SimpleNamespace(fetch=fetch), "http://10.99.0.1:8080", "node2",
                            "admin-token") == ("joined", "ok")
     assert asked == [("http://10.99.0.1:8080", "admin-token")]
+
+
+# -- --mac: new hardware (the cluster file's MAC changed, the old one forgotten) --------------
+
+NEW_MAC = "52:54:00:20:02:99"
+
+
+def test_a_new_mac_is_taken_after_the_checks_and_before_the_reinstall():
+    world = World([("joined", "")])
+    act = world.actions()
+    act.new_mac = lambda: world.done.append("new mac") or "c.toml: nodes[2].mac ..."
+    rebuild.run(NODE3, act, evacuate=True, power=True)
+    assert world.done[2:6] == [("master", ["gnt-node", "migrate"]),
+                               ("master", ["gnt-node", "modify"]), "new mac", "reinstall"]
+
+
+def test_a_refused_rebuild_takes_no_new_mac():
+    world = World([])
+    act = world.actions()
+    act.new_mac = lambda: world.done.append("new mac") or ""
+    with pytest.raises(RebuildRefused):
+        rebuild.run(NODE2, act, evacuate=False, power=True)
+    assert "new mac" not in world.done
+
+
+@pytest.fixture
+def cluster_file(tmp_path):
+    import tomli_w
+
+    from tests.conftest import example_data
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(example_data()))
+    return path
+
+
+@pytest.mark.parametrize("mac, words", [
+    ("52:54:zz", "c.toml: nodes[1].mac: --mac '52:54:zz' for node2 is not a MAC address; "
+                 "write six hex bytes"),
+    ("52:54:00:20:02:24", "c.toml: nodes[2].mac: 52:54:00:20:02:24 is the MAC of node3, not "
+                          "free for node2"),
+])
+def test_a_bad_mac_is_refused_before_anything_changes(tmp_path, capsys, cluster_file, mac,
+                                                      words):
+    before = cluster_file.read_bytes()
+    assert cli.main(["rebuild", str(cluster_file), str(tmp_path / "out"), "node2",
+                     "--mac", mac]) == 1
+    err = capsys.readouterr().err
+    assert words in err and "nothing was written" in err
+    assert cluster_file.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["c.toml"]      # no OUTDIR, no state
+
+
+class Serve:
+    """serve's answer to the reload: what it took, or its refusal."""
+    Refused, Unreachable = status.Refused, status.Unreachable
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def reload(self, url, token):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def walked(out) -> list:
+    return sorted((root, sorted(dirs), sorted(names)) for root, dirs, names in os.walk(out))
+
+
+def plan_mac(out, name="node2") -> str:
+    with open(out / "plans" / f"{name}.json") as f:
+        return json.load(f)["node"]["mac"]
+
+
+def test_the_new_mac_goes_into_the_file_and_outdir_then_serve(tmp_path, cluster_file):
+    from installer.cluster import config, macedit
+    out = tmp_path / "out"
+    render_outdir(str(out))
+    cluster = config.load(str(cluster_file))
+    change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
+    taken = {"file": str(cluster_file), "changed": [{"node": "node2", "new": NEW_MAC}]}
+    said = cli._new_mac(Serve(taken), "http://x", "t", change, cluster, str(out))
+    assert said == (f"{cluster_file}: nodes[1].mac 52:54:00:20:02:23 -> {NEW_MAC} (the old "
+                    "MAC is forgotten)")
+    assert cluster_file.read_text() == change.new_text
+    assert plan_mac(out) == NEW_MAC
+    assert f"dhcp-host={NEW_MAC},node2" in (out / "dnsmasq/dnsmasq.conf").read_text()
+
+
+@pytest.mark.parametrize("answer, words", [
+    (status.Refused("serve refused the reload: HTTP 409 ..."), "HTTP 409"),
+    (status.Unreachable("http://x"), "no serve answers at http://x"),
+    ({"file": "/elsewhere.toml", "changed": []}, "serve runs with the cluster file "
+                                                 "/elsewhere.toml"),
+])
+def test_a_refused_reload_puts_the_file_and_outdir_back(tmp_path, cluster_file, answer,
+                                                        words):
+    from installer.cluster import config, layout, macedit
+    out = tmp_path / "out"
+    render_outdir(str(out))
+    cluster = config.load(str(cluster_file))
+    render.render_in_place(cluster, str(out))       # OUTDIR as serve's cluster file makes it
+    before = (cluster_file.read_bytes(), walked(out))
+    change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
+    with pytest.raises(InstallerError, match=f"node2: the new MAC was not taken .*{words}.*"
+                                             "are as they were. The node is offline in "
+                                             "Ganeti now"):
+        cli._new_mac(Serve(answer), "http://x", "t", change, cluster, str(out))
+    assert (cluster_file.read_bytes(), walked(out)) == before
+    assert plan_mac(out) == "52:54:00:20:02:23"
+    assert not os.path.exists(out / layout.entry_path(NEW_MAC, "install", "ipxe"))

@@ -7,7 +7,10 @@ Shaped like a Ganeti logical unit: read the cluster through its master (`gnt-nod
    `--evacuate` moves them (DRBD only: a plain or file disk has no second copy to move to);
 2. evacuate (`gnt-node migrate` for running instances, `gnt-instance failover` for stopped
    ones), then `gnt-node modify -O yes` so Ganeti stops using the node;
-3. reinstall it (serve's API, as `reinstall`) and power it on (`power`);
+3. with --mac (new hardware), write the node's new MAC into the cluster file and have the
+   running serve take it (`POST /api/v1/reload`: the old MAC forgotten); reinstall it
+   (serve's API, as `reinstall`) and power it on (`power`, with the new MAC for
+   Wake-on-LAN);
 4. serve installs it and joins it with `gnt-node add --readd` (the join pins the host key
    the new install reported, and --readd clears the offline flag);
 5. once it is joined: `gnt-instance replace-disks -s` for every DRBD instance that has it
@@ -119,6 +122,7 @@ class Actions:
     state: Callable[[], tuple[str, str]]            # the node's (state, message) in serve
     log: Callable[[str], None] = print
     sleep: Callable[[float], None] = time.sleep
+    new_mac: Callable[[], str] | None = None        # --mac: the file and serve take it
 
 
 TIMEOUTS = {"read": 120, "evacuate": 4 * 3600, "replace": 12 * 3600, "verify": 900}
@@ -131,6 +135,8 @@ def run(node: str, act: Actions, *, evacuate: bool, power: bool,
     for argv in steps.before:
         act.log(f"+ {' '.join(argv)}")
         act.on_master(argv, TIMEOUTS["evacuate"])
+    if act.new_mac is not None:
+        act.log(act.new_mac())
     act.reinstall()
     act.log(f"{node}: marked for reinstall")
     act.log(act.power_on() if power else f"{node}: power it on (network boot) to reinstall")

@@ -136,6 +136,28 @@ def reinstall(url: str, name: str, admin_token: str) -> dict:
     return resp.json()
 
 
+class Refused(InstallerError):
+    """serve answered a 4xx: it changed nothing."""
+
+
+def reload(url: str, admin_token: str) -> dict:
+    """Ask serve to take its cluster file's new node MACs; Unreachable if none answers,
+    Refused (nothing changed) or InstallerError with serve's reason."""
+    try:
+        resp = requests.post(f"{url}/api/v1/reload", timeout=60,
+                             headers={"Authorization": f"Bearer {admin_token}"})
+    except requests.ConnectionError:
+        raise Unreachable(url) from None
+    except requests.RequestException as e:
+        raise InstallerError(f"the reload through {url} failed: {e}") from None
+    if 400 <= resp.status_code < 500:
+        raise Refused(f"serve refused the reload: HTTP {resp.status_code} {_reason(resp)}")
+    if resp.status_code != 200:
+        raise InstallerError(f"the reload through {url} failed: HTTP {resp.status_code} "
+                             f"{_reason(resp)}")
+    return resp.json()
+
+
 # -- ISOs -------------------------------------------------------------------------------------
 
 def isos(url: str, headers: dict | None = None) -> list:
