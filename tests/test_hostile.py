@@ -21,6 +21,7 @@ import pytest
 
 from installer.master import connections, limits
 from installer.master import state as st
+from tests.conftest import example_path
 from tests.serving import Server, render_outdir
 
 # serve's SSH key pair is made with ssh-keygen.
@@ -195,6 +196,31 @@ def test_status_routes_need_the_admin_token_off_loopback(server):
         admin = {"Authorization": f"Bearer {server.service.admin_token}"}
         assert stranger.call("GET", path, headers=admin)[0] == 200
         assert Client(server.url, "127.0.0.1").call("GET", path)[0] == 200
+    node.works()
+
+
+def test_a_stranger_cannot_make_serve_reload_its_cluster_file(server, tmp_path):
+    """POST /api/v1/reload (rebuild --mac) takes new node MACs: the admin token's alone,
+    off loopback and on it; a body, even a large one, is never read; nothing changes."""
+    from installer.cluster import macedit
+    path = tmp_path / "cluster.toml"
+    path.write_text(open(example_path("cluster.toml"), encoding="utf-8").read())
+    server.opts.cluster_file = str(path)
+    macedit.write(macedit.prepare(str(path), "node2", "52:54:00:20:02:99"))
+    node = Node(server.url)
+    node.start()
+    before = server.snapshot()
+    url = "/api/v1/reload"
+    for source in ("127.0.9.9", "127.0.0.1"):
+        stranger = Client(server.url, source)
+        refused(stranger.call("POST", url), 401, f"POST {url} needs a token")
+        refused(stranger.call("POST", url, body=b"x" * (256 << 10)), 401, "needs a token")
+        for token in ("x" * 43, node.token):
+            refused(stranger.call("POST", url, headers={"Authorization": f"Bearer {token}"}),
+                    403, "wrong admin token")
+        stranger.close()
+    assert server.snapshot() == before
+    assert server.state.node("node2").mac == "52:54:00:20:02:23"
     node.works()
 
 
