@@ -215,7 +215,7 @@ def cmd_rebuild(args) -> int:
         reinstall=lambda: _reinstall_via(status, url, node.name, token),
         power_on=lambda: _power_on(change.cluster if change else cluster, node.name),
         state=lambda: _node_state(status, url, node.name, token),
-        new_mac=(lambda: _new_mac(status, url, token, change, cluster, args.outdir))
+        new_mac=(lambda: _new_mac(status, url, token, change, args.outdir))
         if change else None)
     rebuild.run(node.fqdn, act, evacuate=args.evacuate, power=not args.no_power)
     print(f"{node.name}: rebuilt, joined and its instances' disks replaced")
@@ -232,18 +232,19 @@ def _check_mac_change(change, outdir: str) -> None:
     render.render_plans(change.cluster)
 
 
-def _new_mac(status, url: str, token: str, change, cluster: config.Cluster,
-             outdir: str) -> str:
-    """The node's new MAC in the cluster file and OUTDIR, taken by the running serve. If
-    serve refuses (it changed nothing), the file and OUTDIR's files go back as they were."""
+def _new_mac(status, url: str, token: str, change, outdir: str) -> str:
+    """The node's new MAC in the cluster file and OUTDIR (its files alone), taken by the
+    running serve. If serve refuses (it changed nothing), the file and the files replaced in
+    OUTDIR go back to the bytes they held."""
     from installer.build import render
     from installer.cluster import macedit
-    from installer.master import handoff
+
+    replaced = None
 
     def put_back(why: str) -> NoReturn:
+        if replaced is not None:
+            render.restore(replaced)
         macedit.write(change, change.old_text)
-        render.render_in_place(cluster, outdir)
-        handoff.forget(outdir, change.new)
         raise InstallerError(f"{change.node}: the new MAC was not taken ({why}); "
                              f"{change.path} and {outdir} are as they were. The node is "
                              "offline in Ganeti now: fix the cause, then run rebuild --mac "
@@ -251,7 +252,7 @@ def _new_mac(status, url: str, token: str, change, cluster: config.Cluster,
 
     macedit.write(change)
     try:
-        render.render_in_place(change.cluster, outdir)
+        replaced = render.render_in_place(change.cluster, outdir, [change.node])
     except (InstallerError, OSError) as e:
         put_back(f"rendering {outdir} failed: {e}")
     try:

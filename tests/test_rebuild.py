@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import pytest
 
 from installer import cli
-from installer.build import render
 from installer.cluster.errors import InstallerError
 from installer.master import rebuild, status
 from installer.master.rebuild import RebuildRefused
@@ -231,8 +230,17 @@ class Serve:
         return self.answer
 
 
-def walked(out) -> list:
-    return sorted((root, sorted(dirs), sorted(names)) for root, dirs, names in os.walk(out))
+def tree(out) -> dict:
+    """Every file in OUTDIR: its bytes and mode; and every directory."""
+    found = {}
+    for root, dirs, names in os.walk(out):
+        for d in dirs:
+            found[os.path.relpath(os.path.join(root, d), out)] = "dir"
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, out)] = (f.read(), os.stat(path).st_mode)
+    return found
 
 
 def plan_mac(out, name="node2") -> str:
@@ -241,18 +249,30 @@ def plan_mac(out, name="node2") -> str:
 
 
 def test_the_new_mac_goes_into_the_file_and_outdir_then_serve(tmp_path, cluster_file):
-    from installer.cluster import config, macedit
+    from installer.cluster import macedit
     out = tmp_path / "out"
     render_outdir(str(out))
-    cluster = config.load(str(cluster_file))
+    before = tree(out)
     change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
     taken = {"file": str(cluster_file), "changed": [{"node": "node2", "new": NEW_MAC}]}
-    said = cli._new_mac(Serve(taken), "http://x", "t", change, cluster, str(out))
+    said = cli._new_mac(Serve(taken), "http://x", "t", change, str(out))
     assert said == (f"{cluster_file}: nodes[1].mac 52:54:00:20:02:23 -> {NEW_MAC} (the old "
                     "MAC is forgotten)")
     assert cluster_file.read_text() == change.new_text
     assert plan_mac(out) == NEW_MAC
     assert f"dhcp-host={NEW_MAC},node2" in (out / "dnsmasq/dnsmasq.conf").read_text()
+    after = tree(out)
+    touched = {rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel)}
+    assert touched and all(rel == "plans/node2.json" or rel.startswith(
+        ("nodes/node2/", "dnsmasq/", "tftp/entries/52-54-00-20-02-99")) for rel in touched)
+
+
+def unrendered_edit(cluster_file) -> None:
+    """An edit to node3's address in the cluster file, never rendered (serve not restarted):
+    not the MAC's to bring into OUTDIR."""
+    text = cluster_file.read_text()
+    assert "192.168.20.224" in text
+    cluster_file.write_text(text.replace("192.168.20.224", "192.168.20.229"))
 
 
 @pytest.mark.parametrize("answer, words", [
@@ -263,17 +283,38 @@ def test_the_new_mac_goes_into_the_file_and_outdir_then_serve(tmp_path, cluster_
 ])
 def test_a_refused_reload_puts_the_file_and_outdir_back(tmp_path, cluster_file, answer,
                                                         words):
-    from installer.cluster import config, layout, macedit
+    """Byte for byte: OUTDIR is what an older render made (the test mirror, not this file),
+    and the file holds an edit never rendered; neither gets into OUTDIR, and every file
+    rebuild replaced gets its old bytes back."""
+    from installer.cluster import layout, macedit
     out = tmp_path / "out"
     render_outdir(str(out))
-    cluster = config.load(str(cluster_file))
-    render.render_in_place(cluster, str(out))       # OUTDIR as serve's cluster file makes it
-    before = (cluster_file.read_bytes(), walked(out))
+    unrendered_edit(cluster_file)
+    before = (cluster_file.read_bytes(), tree(out))
     change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
     with pytest.raises(InstallerError, match=f"node2: the new MAC was not taken .*{words}.*"
                                              "are as they were. The node is offline in "
                                              "Ganeti now"):
-        cli._new_mac(Serve(answer), "http://x", "t", change, cluster, str(out))
-    assert (cluster_file.read_bytes(), walked(out)) == before
+        cli._new_mac(Serve(answer), "http://x", "t", change, str(out))
+    assert (cluster_file.read_bytes(), tree(out)) == before
     assert plan_mac(out) == "52:54:00:20:02:23"
     assert not os.path.exists(out / layout.entry_path(NEW_MAC, "install", "ipxe"))
+
+
+def test_the_new_mac_touches_no_other_nodes_files(tmp_path, cluster_file):
+    """Taken or not, node1's and node3's plans and files stay what OUTDIR held, even where
+    the cluster file (an unrendered edit) would render them otherwise."""
+    from installer.cluster import macedit
+    out = tmp_path / "out"
+    render_outdir(str(out))
+    unrendered_edit(cluster_file)
+    before = tree(out)
+    change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
+    taken = {"file": str(cluster_file), "changed": [{"node": "node2", "new": NEW_MAC}]}
+    cli._new_mac(Serve(taken), "http://x", "t", change, str(out))
+    after = tree(out)
+    for rel in set(before) | set(after):
+        if rel.startswith(("plans/node1", "plans/node3", "nodes/node1", "nodes/node3")):
+            assert before.get(rel) == after.get(rel), rel
+    assert "192.168.20.229" not in (out / "plans/node3.json").read_text()
+

@@ -75,7 +75,7 @@ def new_mac(path, out, name="node2", mac=NEW) -> None:
     """What rebuild --mac does before it asks serve: the file, then OUTDIR rendered again."""
     change = macedit.prepare(str(path), name, mac)
     macedit.write(change)
-    render.render_in_place(change.cluster, str(out))
+    render.render_in_place(change.cluster, str(out), [name])
 
 
 def unchanged(server, path, out, before) -> None:
@@ -88,7 +88,10 @@ def test_a_new_mac_is_taken_and_the_old_one_forgotten(served):
     joined_node(server.state, "node1")
     handoff.set_boot(str(out), "52:54:00:20:02:22", "local")
     token = server.state.node("node2").token
+    others = {rel: data for rel, data in tree(out).items()
+              if rel.startswith(("plans/node1", "plans/node3"))}
     new_mac(path, out)
+    assert {rel: tree(out)[rel] for rel in others} == others    # theirs as render made them
     assert handoff.boot_form(str(out), "52:54:00:20:02:22") == "local"    # render left it
     assert server.state.node("node2").mac == OLD                         # not taken yet
     resp = reload(server, admin(server))

@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass, field
 
 from installer.agent import planschema
 from installer.build.plan import PlanRenderer
@@ -176,35 +177,78 @@ def _install(stage: str, outdir: str, written: list[str]) -> None:
         os.replace(os.path.join(stage, top), target)
 
 
-def render_in_place(cluster: Cluster, outdir: str) -> list[str]:
-    """Plans, node files, PXE entries and dnsmasq configurations rendered again into the
-    OUTDIR serve is serving (`rebuild --mac`: a node's new MAC): each file that changed is
-    replaced whole, nothing is removed. The active entries are left to the handoff (serve
-    sets them from its state, where a full render would make every node install), and the
-    loaders and images stay. Returns the paths changed (relative)."""
+@dataclass
+class Replaced:
+    """What render_in_place replaced in OUTDIR: each file's old bytes and mode (None: it was
+    not there) and the directories it made, so that `restore` puts exactly that back."""
+    outdir: str
+    old: dict[str, tuple[bytes, int] | None] = field(default_factory=dict)
+    made: list[str] = field(default_factory=list)
+
+
+def render_in_place(cluster: Cluster, outdir: str, names: list[str]) -> Replaced:
+    """The files a new MAC of the nodes NAMES touches, rendered again into the OUTDIR serve
+    is serving (`rebuild --mac`): those nodes' plans and files, their PXE entries and the
+    dnsmasq configurations; each file that changed is replaced whole, nothing is removed, and
+    no other node's file is written (OUTDIR may hold what an older cluster file, apt sources
+    or ganeti-installer rendered: that is `render`'s to change, not a MAC's). The active
+    entries are left to the handoff (serve sets them from its state). Returns what it
+    replaced, for `restore`; on a failure what it wrote is put back first."""
     from installer.build import dnsmasq, pxe
     from installer.cluster import files
 
     plans = render_plans(cluster)
+    macs = {n.mac for n in cluster.nodes if n.name in names}
+    wanted = {layout.entry_path(mac, form, kind) for mac in macs for form in layout.FORMS
+              for kind in layout.KINDS}
+    done = Replaced(outdir)
     stage = tempfile.mkdtemp(prefix=".render-", dir=os.path.dirname(os.path.abspath(outdir)))
     try:
-        written = write_plans(plans, stage)
-        written += pxe.render_entries(cluster, stage, plans=plans)
+        written = write_plans({name: plans[name] for name in names}, stage)
+        written += [rel for rel in pxe.render_entries(cluster, stage, plans=plans)
+                    if rel in wanted]
         written += dnsmasq.render_dnsmasq(cluster, stage, final_outdir=outdir)
-        active = {rel for n in cluster.nodes for rel in layout.active_paths(n.mac).values()}
-        changed = []
         for rel in written:
             src, dst = os.path.join(stage, rel), os.path.join(outdir, rel)
             with open(src, "rb") as f:
                 content = f.read()
-            if rel in active or _holds(dst, content):
+            if _holds(dst, content):
                 continue
-            _mkdirs(outdir, os.path.dirname(rel))
+            done.made += _mkdirs(outdir, os.path.dirname(rel))
+            done.old[rel] = _old(dst)
             files.write_atomically(dst, content, stat.S_IMODE(os.stat(src).st_mode))
-            changed.append(rel)
+    except BaseException:
+        restore(done)
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return changed
+    return done
+
+
+def restore(done: Replaced) -> None:
+    """OUTDIR's files as they were before render_in_place: the old bytes and mode back, a
+    file that was not there removed, and the directories it made (if empty)."""
+    from installer.cluster import files
+    for rel, old in reversed(list(done.old.items())):
+        path = os.path.join(done.outdir, rel)
+        if old is None:
+            if os.path.lexists(path):
+                os.unlink(path)
+        else:
+            files.write_atomically(path, old[0], old[1])
+    for rel in reversed(done.made):
+        try:
+            os.rmdir(os.path.join(done.outdir, rel))
+        except OSError:
+            pass        # not empty: something else is in it now
+
+
+def _old(path: str) -> tuple[bytes, int] | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(), stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+    except FileNotFoundError:
+        return None
 
 
 def _holds(path: str, content: bytes) -> bool:
@@ -215,12 +259,14 @@ def _holds(path: str, content: bytes) -> bool:
         return False
 
 
-def _mkdirs(outdir: str, rel: str) -> None:
+def _mkdirs(outdir: str, rel: str) -> list[str]:
     """OUTDIR/REL and the directories above it, world-searchable (dnsmasq reads the TFTP
-    tree as an unprivileged user), whatever the umask."""
-    path = outdir
+    tree as an unprivileged user), whatever the umask. Returns those it made (relative)."""
+    path, made = outdir, []
     for part in [p for p in rel.split("/") if p]:
         path = os.path.join(path, part)
         if not os.path.isdir(path):
             os.mkdir(path)
             os.chmod(path, 0o755)
+            made.append(os.path.relpath(path, outdir))
+    return made
