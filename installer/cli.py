@@ -244,11 +244,14 @@ def _new_mac(status, url: str, token: str, change, outdir: str) -> str:
     def put_back(why: str) -> NoReturn:
         if replaced is not None:
             render.restore(replaced)
-        macedit.write(change, change.old_text)
-        raise InstallerError(f"{change.node}: the new MAC was not taken ({why}); "
-                             f"{change.path} and {outdir} are as they were. The node is "
-                             "offline in Ganeti now: fix the cause, then run rebuild --mac "
-                             f"{change.new} again")
+        try:
+            macedit.restore(change)
+            back = f"{change.path} and {outdir} are as they were"
+        except InstallerError as e:
+            back = f"{outdir} is as it was, but {e}"
+        raise InstallerError(f"{change.node}: the new MAC was not taken ({why}); {back}. "
+                             "The node is offline in Ganeti now: fix the cause, then run "
+                             f"rebuild --mac {change.new} again")
 
     macedit.write(change)
     try:

@@ -11,7 +11,7 @@ import tomllib
 import pytest
 
 from installer.cluster import macedit
-from installer.cluster.errors import ConfigInvalid
+from installer.cluster.errors import ConfigInvalid, InstallerError
 from tests.conftest import example_path
 
 NEW = "52:54:00:20:02:99"
@@ -78,6 +78,32 @@ def test_the_old_text_goes_back_whole(cluster_file):
     before = cluster_file.read_text()
     change = macedit.prepare(str(cluster_file), "node2", NEW)
     macedit.write(change)
-    macedit.write(change, change.old_text)
+    macedit.restore(change)
     assert cluster_file.read_text() == before
     assert sorted(os.listdir(cluster_file.parent)) == ["cluster.toml"]     # no temporaries
+
+
+def test_an_edit_made_since_prepare_is_not_overwritten(cluster_file):
+    """rebuild --mac prepares the change before evacuating, and writes it hours later: an
+    edit made in between is kept, and the write refused naming the file and the fix."""
+    change = macedit.prepare(str(cluster_file), "node2", NEW)
+    edited = cluster_file.read_text() + "# an edit made while the node was evacuated\n"
+    cluster_file.write_text(edited)
+    with pytest.raises(InstallerError, match=f"{cluster_file} changed since node2's new MAC "
+                                             "was prepared from it: nothing was written.*run "
+                                             f"rebuild --mac {NEW} again"):
+        macedit.write(change)
+    assert cluster_file.read_text() == edited
+
+
+def test_the_old_text_goes_back_only_over_the_new(cluster_file):
+    change = macedit.prepare(str(cluster_file), "node2", NEW)
+    macedit.write(change)
+    edited = cluster_file.read_text().replace("# VLAN 100", "# VLAN 100, edited")
+    cluster_file.write_text(edited)
+    with pytest.raises(InstallerError, match=f"{cluster_file} changed since the new MAC was "
+                                             "written into it, so it is left as it is: by "
+                                             'hand, set nodes\\[1\\].mac back to '
+                                             '"52:54:00:20:02:23"'):
+        macedit.restore(change)
+    assert cluster_file.read_text() == edited

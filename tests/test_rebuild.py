@@ -318,3 +318,39 @@ def test_the_new_mac_touches_no_other_nodes_files(tmp_path, cluster_file):
             assert before.get(rel) == after.get(rel), rel
     assert "192.168.20.229" not in (out / "plans/node3.json").read_text()
 
+
+def test_an_edit_made_during_the_evacuation_is_kept(tmp_path, cluster_file):
+    """The change is prepared before evacuating and written after: a file edited in between
+    is not overwritten, and OUTDIR not touched."""
+    from installer.cluster import macedit
+    out = tmp_path / "out"
+    render_outdir(str(out))
+    change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
+    edited = cluster_file.read_text() + "# edited meanwhile\n"
+    cluster_file.write_text(edited)
+    before = tree(out)
+    taken = {"file": str(cluster_file), "changed": [{"node": "node2", "new": NEW_MAC}]}
+    with pytest.raises(InstallerError, match=f"{cluster_file} changed since node2's new MAC"):
+        cli._new_mac(Serve(taken), "http://x", "t", change, str(out))
+    assert (cluster_file.read_text(), tree(out)) == (edited, before)
+
+
+def test_a_file_edited_before_the_rollback_is_left_for_the_admin(tmp_path, cluster_file):
+    """serve refuses, but the file was edited after the new MAC went in: OUTDIR goes back,
+    the file stays, and the error says what to set back by hand."""
+    from installer.cluster import macedit
+    out = tmp_path / "out"
+    render_outdir(str(out))
+    before = tree(out)
+    change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
+
+    class Editing(Serve):
+        def reload(self, url, token):
+            cluster_file.write_text(cluster_file.read_text() + "# edited meanwhile\n")
+            return super().reload(url, token)
+    with pytest.raises(InstallerError, match=f"is as it was, but {cluster_file} changed since "
+                                             "the new MAC was written into it.*set "
+                                             "nodes\\[1\\].mac back to"):
+        cli._new_mac(Editing(status.Refused("HTTP 409")), "http://x", "t", change, str(out))
+    assert tree(out) == before
+    assert cluster_file.read_text() == change.new_text + "# edited meanwhile\n"

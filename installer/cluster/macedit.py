@@ -4,7 +4,8 @@ file itself is (the whole validation) before anything is written.
 
 `prepare` decides and changes nothing (a bad MAC, one another node has, a file whose value
 cannot be found in its text: ConfigInvalid naming the file, key and fix); `write` puts the
-new text in place whole (a temporary beside it, renamed over it, same mode and owner).
+new text in place whole (a temporary beside it, renamed over it, same mode and owner) if the
+file still holds the text prepare read, and `restore` the old one if it still holds the new.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tomllib
 from dataclasses import dataclass
 
 from installer.cluster import config, files, source
-from installer.cluster.errors import ConfigError, ConfigInvalid, quote
+from installer.cluster.errors import ConfigError, ConfigInvalid, InstallerError, quote
 from installer.cluster.validate import MAC_FIX, normal_mac
 
 # A `mac = "..."` or `mac = '...'` key/value anywhere (a [[nodes]] table or an inline one).
@@ -87,12 +88,40 @@ def _rewritten(path: str, text: str, data: dict, index: int, key: str, old: str,
                    "without --mac")
 
 
-def write(change: MacChange, text: str | None = None) -> None:
-    """The file with CHANGE (or TEXT: the old one back) in place, whole, as it was owned."""
-    real = os.path.realpath(change.path)
+def write(change: MacChange) -> None:
+    """The file with CHANGE in place, whole, as it was owned; InstallerError (nothing
+    written) if the file is no longer the text CHANGE was prepared from: an edit made since
+    would be lost."""
+    _expect(change, change.old_text,
+            f"{change.path} changed since {change.node}'s new MAC was prepared from it: "
+            f"nothing was written (the edit made since would be lost); run rebuild --mac "
+            f"{change.new} again, which reads the file anew")
+    _put(change.path, change.new_text)
+
+
+def restore(change: MacChange) -> None:
+    """The file as it was before `write`; InstallerError (the file left as it is) if it is
+    no longer the text `write` put there."""
+    _expect(change, change.new_text,
+            f"{change.path} changed since the new MAC was written into it, so it is left as "
+            f"it is: by hand, set {change.key} back to \"{change.old}\" in it (or run "
+            f"rebuild --mac {change.new} again)")
+    _put(change.path, change.old_text)
+
+
+def _expect(change: MacChange, text: str, said: str) -> None:
+    try:
+        now = source.decode(change.path, source.read_bytes(change.path))
+    except (ConfigInvalid, OSError):
+        now = None
+    if now != text:
+        raise InstallerError(said)
+
+
+def _put(path: str, text: str) -> None:
+    real = os.path.realpath(path)
     st = os.stat(real)
-    files.write_atomically(real, change.new_text if text is None else text,
-                           st.st_mode & 0o7777)
+    files.write_atomically(real, text, st.st_mode & 0o7777)
     if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
         try:
             os.chown(real, st.st_uid, st.st_gid)
