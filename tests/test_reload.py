@@ -203,3 +203,24 @@ def test_a_restart_of_dnsmasq_is_not_taken_for_its_death(tmp_path):
         return await asyncio.wait_for(waiter, 5)
 
     assert asyncio.run(play()) == 3
+
+
+def test_swapped_macs_are_taken_and_neither_forgotten(served):
+    """node1's and node2's MACs swapped in a hand-edited file (rendered for both): each old
+    MAC is the other node's new one, so its entries stay."""
+    server, path, out = served
+    a, b = "52:54:00:20:02:22", OLD
+    text = path.read_text().replace(a, "@@SWAP@@").replace(b, a)
+    path.write_text(text.replace("@@SWAP@@", b))
+    render.render_in_place(config.load(str(path)), str(out), ["node1", "node2"])
+    resp = reload(server, admin(server))
+    assert resp.status_code == 200, resp.text
+    assert {(m["node"], m["new"]) for m in resp.json()["changed"]} == {("node1", b),
+                                                                      ("node2", a)}
+    assert (server.state.node("node1").mac, server.state.node("node2").mac) == (b, a)
+    assert handoff.boot_form(str(out), a) == handoff.boot_form(str(out), b) == "install"
+    for mac, name in ((a, "node2"), (b, "node1")):
+        plan = requests.get(f"{server.url}/api/v1/plans/{mac.replace(':', '-')}", timeout=10)
+        assert plan.status_code == 200 and plan.json()["node"]["name"] == name
+    again = reload(server, admin(server))
+    assert again.json()["changed"] == []

@@ -5,9 +5,10 @@ Only new MACs are taken: a file that differs from the running one in anything el
 refused (restart serve for that), and so is a file that no longer validates, or an OUTDIR
 whose plans are not rendered for the new MACs; serve then goes on with the file it has, and
 nothing changes. Taken, in this order: the node table synced (the node pending with a new
-token, the old MAC forgotten), the old MAC's PXE entries removed and the new one's set from
-the state, and dnsmasq restarted if its configuration changed since it started (it reads
-its dhcp-host lines only at start). serve never renders: the files come from build's side.
+token, the old MAC forgotten), the old MAC's PXE entries removed (unless another node has
+that MAC now: swapped MACs) and the new one's set from the state, and dnsmasq restarted if
+its configuration changed since it started (it reads its dhcp-host lines only at start).
+serve never renders: the files come from build's side.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ class Reloader:
         if moved:
             try:
                 self.state.sync_nodes(new)
+                held = {n.mac for n in new.nodes}      # swapped MACs: another's now
                 for m in moved:
-                    handoff.forget(self.opts.outdir, m["old"])
+                    if m["old"] not in held:
+                        handoff.forget(self.opts.outdir, m["old"])
                 self.sync_pxe(self.state, self.opts.outdir)
             except (OSError, InstallerError) as e:
                 raise reports.Refused(500, f"taking {path} failed half way ({e}): run "
