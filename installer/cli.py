@@ -264,10 +264,11 @@ def _new_mac(status, url: str, token: str, change, outdir: str) -> str:
         put_back(f"no serve answers at {url}")
     except status.Refused as e:
         put_back(str(e))
-    except InstallerError as e:     # serve failed half way: it may have taken some of it
-        raise InstallerError(f"{change.node}: {change.path} has the new MAC, but serve "
-                             f"failed taking it ({e}): restart serve, then rebuild again "
-                             "without --mac") from None
+    except InstallerError as e:     # serve failed half way, or the answer was lost: it
+        raise InstallerError(       # may have taken some of it, so nothing goes back
+            f"{change.node}: {change.path} and {outdir} have the new MAC, but serve did not "
+            f"say it took it ({e}): if ganeti-installer status does not show {change.node} "
+            f"with {change.new}, restart serve; then rebuild again without --mac") from None
     if not any(m.get("node") == change.node and m.get("new") == change.new
                for m in answer.get("changed", [])):
         put_back(f"serve runs with the cluster file {answer.get('file')}, where that MAC did "

@@ -354,3 +354,20 @@ def test_a_file_edited_before_the_rollback_is_left_for_the_admin(tmp_path, clust
         cli._new_mac(Editing(status.Refused("HTTP 409")), "http://x", "t", change, str(out))
     assert tree(out) == before
     assert cluster_file.read_text() == change.new_text + "# edited meanwhile\n"
+
+
+def test_a_reload_that_may_have_been_taken_is_not_rolled_back(tmp_path, cluster_file):
+    """The answer lost once the request went out (or a 5xx): serve may have the new MAC, so
+    the file and OUTDIR keep it, and the error says to check status."""
+    from installer.cluster import macedit
+    out = tmp_path / "out"
+    render_outdir(str(out))
+    change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
+    lost = InstallerError("the reload through http://x broke off after it was sent "
+                          "(ConnectionError): serve may have taken the new MAC")
+    with pytest.raises(InstallerError, match="have the new MAC, but serve did not say it took "
+                                             "it .*broke off.*if ganeti-installer status does "
+                                             f"not show node2 with {NEW_MAC}, restart serve"):
+        cli._new_mac(Serve(lost), "http://x", "t", change, str(out))
+    assert cluster_file.read_text() == change.new_text
+    assert plan_mac(out) == NEW_MAC

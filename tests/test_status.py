@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from installer import cli
+from installer.cluster.errors import InstallerError
 from installer.master import handoff, status
 from tests.conftest import example_path
 from tests.serving import Server, render_outdir
@@ -139,3 +140,29 @@ def test_reinstall_of_an_unknown_node_changes_nothing(tmp_path, capsys):
     assert cli.main(argv) == 1
     assert "no node 'node9'" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "state")
+
+
+def test_a_reload_cut_off_after_it_was_sent_is_not_taken_for_no_serve():
+    """Unreachable (the CLI puts the file and OUTDIR back) only if no connection was made;
+    a connection that closes once the request went out may have reached serve."""
+    import threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def hang_up():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    with pytest.raises(InstallerError) as e:
+        status.reload(url, "t")
+    assert not isinstance(e.value, status.Unreachable)
+    assert "broke off after it was sent" in str(e.value)
+    assert "serve may have taken the new MAC; check ganeti-installer status" in str(e.value)
+    thread.join(5)
+    listener.close()                        # nothing listens there now: nothing was sent
+    with pytest.raises(status.Unreachable):
+        status.reload(url, "t")

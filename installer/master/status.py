@@ -7,6 +7,7 @@ import json
 import time
 
 import requests
+import urllib3
 
 from installer.cluster.errors import InstallerError
 
@@ -141,21 +142,46 @@ class Refused(InstallerError):
 
 
 def reload(url: str, admin_token: str) -> dict:
-    """Ask serve to take its cluster file's new node MACs; Unreachable if none answers,
-    Refused (nothing changed) or InstallerError with serve's reason."""
+    """Ask serve to take its cluster file's new node MACs; Unreachable if no connection was
+    made (nothing sent), Refused (nothing changed) or InstallerError with serve's reason or
+    what broke off once the request was sent (serve may have taken it)."""
     try:
         resp = requests.post(f"{url}/api/v1/reload", timeout=60,
                              headers={"Authorization": f"Bearer {admin_token}"})
-    except requests.ConnectionError:
-        raise Unreachable(url) from None
     except requests.RequestException as e:
-        raise InstallerError(f"the reload through {url} failed: {e}") from None
+        if _not_connected(e):
+            raise Unreachable(url) from None
+        raise InstallerError(f"the reload through {url} broke off after it was sent "
+                             f"({type(e).__name__}): serve may have taken the new MAC; check "
+                             "ganeti-installer status") from None
     if 400 <= resp.status_code < 500:
         raise Refused(f"serve refused the reload: HTTP {resp.status_code} {_reason(resp)}")
     if resp.status_code != 200:
         raise InstallerError(f"the reload through {url} failed: HTTP {resp.status_code} "
                              f"{_reason(resp)}")
     return resp.json()
+
+
+def _not_connected(e: requests.RequestException) -> bool:
+    """Whether the connection itself failed, so that nothing reached serve: a connect timeout
+    or refusal (urllib3's NewConnectionError under requests' ConnectionError), not a
+    connection that broke off after the request went out."""
+    if isinstance(e, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(e, requests.ConnectionError):
+        return False
+    todo: list[BaseException] = [e]
+    seen: set[int] = set()
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, urllib3.exceptions.NewConnectionError):
+            return True
+        todo += [a for a in (getattr(x, "reason", None), x.__cause__, x.__context__, *x.args)
+                 if isinstance(a, BaseException)]
+    return False
 
 
 # -- ISOs -------------------------------------------------------------------------------------
