@@ -208,7 +208,7 @@ def cmd_rebuild(args) -> int:
     url = (args.url or cluster.provisioning.base_url).rstrip("/")
     token = statedir.admin_token(state_dir, create=False)   # serve must be running
     if change is not None:      # OUTDIR and serve take the new MAC: both must be there
-        _check_mac_change(change, args.outdir)
+        _check_mac_change(change, args.outdir, cluster)
         status.fetch(url, token)
     act = rebuild.Actions(
         on_master=_on_master(cluster, state_dir),
@@ -222,14 +222,23 @@ def cmd_rebuild(args) -> int:
     return 0
 
 
-def _check_mac_change(change, outdir: str) -> None:
-    """What the new MAC needs before anything changes: a rendered OUTDIR, plans that render."""
+def _check_mac_change(change, outdir: str, cluster: config.Cluster) -> None:
+    """What the new MAC needs before anything changes: a rendered OUTDIR, plans that render,
+    and the node's files in OUTDIR as the cluster file renders them now (else the MAC would
+    bring in, unasked, whatever else changed since OUTDIR was rendered)."""
     from installer.build import render
     from installer.cluster import layout
     if not os.path.isdir(os.path.join(outdir, layout.PLANS)):
         raise InstallerError(f"{outdir} has no {layout.PLANS}/: give rebuild the OUTDIR serve "
                              "serves (rebuild --mac renders the node's new MAC into it)")
     render.render_plans(change.cluster)
+    stale = render.differing(cluster, outdir, [change.node])
+    if stale:
+        shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        raise InstallerError(f"{outdir} is not what {change.path} renders now ({shown} "
+                             "differ): the new MAC would bring that in too. Run "
+                             f"ganeti-installer render {change.path} {outdir} and restart "
+                             f"serve, then rebuild with --mac {change.new} again")
 
 
 def _new_mac(status, url: str, token: str, change, outdir: str) -> str:

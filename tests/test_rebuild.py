@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from installer import cli
+from installer.build import render
 from installer.cluster.errors import InstallerError
 from installer.master import rebuild, status
 from installer.master.rebuild import RebuildRefused
@@ -371,3 +372,24 @@ def test_a_reload_that_may_have_been_taken_is_not_rolled_back(tmp_path, cluster_
         cli._new_mac(Serve(lost), "http://x", "t", change, str(out))
     assert cluster_file.read_text() == change.new_text
     assert plan_mac(out) == NEW_MAC
+
+
+def test_an_outdir_behind_the_cluster_file_is_refused_before_the_evacuation(tmp_path,
+                                                                          cluster_file):
+    """OUTDIR rendered from another file than this one (an edit never rendered): the new
+    MAC's render would bring that in too, so rebuild refuses before anything changes."""
+    from installer.cluster import config, macedit
+    out = tmp_path / "out"
+    render_outdir(str(out))
+    unrendered_edit(cluster_file)
+    edited = cluster_file.read_text()
+    before = tree(out)
+    change = macedit.prepare(str(cluster_file), "node2", NEW_MAC)
+    with pytest.raises(InstallerError, match=f"{out} is not what {cluster_file} renders now "
+                                             r"\(plans/node2.json, .*differ\): the new MAC "
+                                             "would bring that in too. Run ganeti-installer "
+                                             "render"):
+        cli._check_mac_change(change, str(out), config.load(str(cluster_file)))
+    assert tree(out) == before and cluster_file.read_text() == edited
+    render.render_in_place(config.load(str(cluster_file)), str(out), ["node2"])
+    cli._check_mac_change(change, str(out), config.load(str(cluster_file)))   # rendered: fine

@@ -194,35 +194,51 @@ def render_in_place(cluster: Cluster, outdir: str, names: list[str]) -> Replaced
     or ganeti-installer rendered: that is `render`'s to change, not a MAC's). The active
     entries are left to the handoff (serve sets them from its state). Returns what it
     replaced, for `restore`; on a failure what it wrote is put back first."""
-    from installer.build import dnsmasq, pxe
     from installer.cluster import files
+
+    done = Replaced(outdir)
+    try:
+        for rel, content, mode in _staged(cluster, outdir, names):
+            dst = os.path.join(outdir, rel)
+            if _holds(dst, content):
+                continue
+            done.made += _mkdirs(outdir, os.path.dirname(rel))
+            done.old[rel] = _old(dst)
+            files.write_atomically(dst, content, mode)
+    except BaseException:
+        restore(done)
+        raise
+    return done
+
+
+def differing(cluster: Cluster, outdir: str, names: list[str]) -> list[str]:
+    """The files render_in_place would replace in OUTDIR for CLUSTER: none where OUTDIR was
+    rendered from it (relative paths)."""
+    return [rel for rel, content, _ in _staged(cluster, outdir, names)
+            if not _holds(os.path.join(outdir, rel), content)]
+
+
+def _staged(cluster: Cluster, outdir: str, names: list[str]) -> list[tuple[str, bytes, int]]:
+    """(path, content, mode) of each file a MAC of the nodes NAMES touches, rendered."""
+    from installer.build import dnsmasq, pxe
 
     plans = render_plans(cluster)
     macs = {n.mac for n in cluster.nodes if n.name in names}
     wanted = {layout.entry_path(mac, form, kind) for mac in macs for form in layout.FORMS
               for kind in layout.KINDS}
-    done = Replaced(outdir)
     stage = tempfile.mkdtemp(prefix=".render-", dir=os.path.dirname(os.path.abspath(outdir)))
     try:
         written = write_plans({name: plans[name] for name in names}, stage)
         written += [rel for rel in pxe.render_entries(cluster, stage, plans=plans)
                     if rel in wanted]
         written += dnsmasq.render_dnsmasq(cluster, stage, final_outdir=outdir)
+        found = []
         for rel in written:
-            src, dst = os.path.join(stage, rel), os.path.join(outdir, rel)
-            with open(src, "rb") as f:
-                content = f.read()
-            if _holds(dst, content):
-                continue
-            done.made += _mkdirs(outdir, os.path.dirname(rel))
-            done.old[rel] = _old(dst)
-            files.write_atomically(dst, content, stat.S_IMODE(os.stat(src).st_mode))
-    except BaseException:
-        restore(done)
-        raise
+            with open(os.path.join(stage, rel), "rb") as f:
+                found.append((rel, f.read(), stat.S_IMODE(os.fstat(f.fileno()).st_mode)))
+        return found
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return done
 
 
 def restore(done: Replaced) -> None:
