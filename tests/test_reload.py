@@ -14,7 +14,7 @@ import requests
 import tomli_w
 
 from installer.build import render
-from installer.cluster import config, layout, macedit
+from installer.cluster import config, files, layout, macedit
 from installer.master import dhcp, handoff
 from tests.conftest import example_data
 from tests.serving import Server, render_outdir
@@ -43,14 +43,14 @@ class FakeDnsmasq:
 
     def __init__(self, conf: str):
         self.conf, self.restarts = conf, 0
-        self.loaded = dhcp.read_config(conf)
+        self.loaded = files.read_bytes(conf)
 
     def stale(self) -> bool:
-        return dhcp.read_config(self.conf) != self.loaded
+        return files.read_bytes(self.conf) != self.loaded
 
     async def restart(self) -> None:
         self.restarts += 1
-        self.loaded = dhcp.read_config(self.conf)
+        self.loaded = files.read_bytes(self.conf)
 
 
 def admin(server) -> dict:

@@ -1,4 +1,5 @@
-"""Writing a file whole or not at all, for the build host and the master (the agent has its
+"""Reading a file that may be absent, and writing a file whole or not at all, for the build
+host and the master (the agent has its
 own, installer.agent.files, since it ships alone).
 
 The new content goes to a temporary file beside the target, is fsynced, given its mode and
@@ -26,3 +27,12 @@ def write_atomically(path: str, data: str | bytes, mode: int = 0o644) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None when there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

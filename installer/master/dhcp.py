@@ -16,7 +16,7 @@ import shutil
 import signal
 from collections.abc import Callable
 
-from installer.cluster import layout
+from installer.cluster import files, layout
 from installer.cluster.errors import InstallerError
 
 READY = "TFTP root is"
@@ -55,7 +55,7 @@ class Dnsmasq:
     async def start(self) -> None:
         """Start dnsmasq and wait until it serves; InstallerError (nothing running) if not."""
         await self._stop_leftover()
-        self.loaded = read_config(self.conf)
+        self.loaded = files.read_bytes(self.conf)
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
@@ -138,7 +138,7 @@ class Dnsmasq:
 
     def stale(self) -> bool:
         """Whether its configuration changed since it started (render wrote a new MAC)."""
-        return read_config(self.conf) != self.loaded
+        return files.read_bytes(self.conf) != self.loaded
 
     async def restart(self) -> None:
         """Stop and start again: dnsmasq reads its dhcp-host lines (one per node MAC) only
@@ -185,11 +185,3 @@ def leftover_pid(pid_file: str) -> int | None:
         return None
     ours = os.path.basename(argv[0]) == "dnsmasq" and f"--pid-file={pid_file}" in argv
     return pid if ours else None
-
-
-def read_config(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None

@@ -52,9 +52,10 @@ def boot_form(outdir: str, mac: str) -> str:
     """The form every loader gets for this MAC now; an error if the three files disagree."""
     mac = _mac(mac)
     entries = _entries(outdir, mac)
-    active = {kind: _read(os.path.join(outdir, rel)) for kind, rel in active_paths(mac).items()}
+    active = {kind: files.read_bytes(os.path.join(outdir, rel))
+              for kind, rel in active_paths(mac).items()}
     for form in FORMS:
-        if all(active[kind] == _read(entries[form][kind]) for kind in KINDS):
+        if all(active[kind] == files.read_bytes(entries[form][kind]) for kind in KINDS):
             return form
     raise InstallerError(f"the PXE entries of {mac} in {outdir} are neither all 'install' nor "
                          f"all 'local': run set_boot again, or ganeti-installer render")
@@ -74,11 +75,3 @@ def forget(outdir: str, mac: str) -> list[str]:
         shutil.rmtree(os.path.join(outdir, forms))
         gone.append(forms)
     return gone
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
