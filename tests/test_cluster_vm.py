@@ -278,9 +278,33 @@ def _instance(vm: VM) -> list[str]:
     return next((ln.split() for ln in out.splitlines() if ln.startswith(TESTVM)), [out])
 
 
+def _drbd_in_sync(vm: VM, timeout: float = 900) -> str:
+    """Wait until every DRBD device on this node is connected and up to date on both sides;
+    /proc/drbd as it last read. migrate refuses a degraded disk: under TCG, drbd's
+    connection can drop and resync when a starved node misses a ping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = run(vm, "cat /proc/drbd", timeout=120)
+        states = [ln for ln in out.splitlines() if " cs:" in ln]
+        if states and all("cs:Connected" in ln and "ds:UpToDate/UpToDate" in ln
+                          for ln in states):
+            return out
+        if time.monotonic() > deadline:
+            return out
+        time.sleep(5)
+
+
+# Under TCG a busy node can stall past drbd's 0.6 s ack and 0.5 s ping timeouts (the CI
+# consoles showed "PingAck did not arrive in time"), and each drop means a resync: 6 s and
+# 5 s (in tenths), well under the 10 s ping interval. Real PCs keep drbd's defaults.
+DRBD_TIMEOUTS = "gnt-cluster modify -D drbd:net-custom='--timeout 60 --ping-timeout 50'"
+
+
 @pytest.fixture(scope="module")
 def testvm(cluster_up, tmp_path_factory):
     _, master, vms, _ = cluster_up
+    assert status(vms["node1"], DRBD_TIMEOUTS, timeout=600) == 0, \
+        run(vms["node1"], "gnt-job info $(gnt-job list --no-headers -o id | tail -1) | tail -20")
     iso = testiso.build(tmp_path_factory.mktemp("iso") / "gi-test.iso")
     added = _iso_add(master, iso)
     return None, vms, iso, added
@@ -333,13 +357,21 @@ def test_testvm_nic_moves_to_the_management_bridge(testvm):
         "br-man"
 
 
+def _migrate(vm: VM) -> None:
+    """`gnt-instance migrate` once the disks are in sync (as an admin checks /proc/drbd
+    first); its output if it fails."""
+    drbd = _drbd_in_sync(vm)
+    out = run(vm, f"gnt-instance migrate -f {TESTVM} 2>&1; echo rc=$?", timeout=900)
+    assert out.strip().endswith("rc=0"), f"{out}\n/proc/drbd before:\n{drbd}"
+
+
 def test_testvm_migrates_live(testvm):
     _, vms, _, _ = testvm
     vm = vms["node1"]
-    assert status(vm, f"gnt-instance migrate -f {TESTVM}", timeout=900) == 0
+    _migrate(vm)
     assert _instance(vm) == [TESTVM, "node1.project.edu", "node2.project.edu", "running"]
     assert _serial_shows_marker(vms["node1"])
-    assert status(vm, f"gnt-instance migrate -f {TESTVM}", timeout=900) == 0   # back: node2
+    _migrate(vm)                                                    # back: node2
 
 
 def test_testvm_fails_over_when_its_primary_dies(testvm):
