@@ -142,9 +142,16 @@ def test_reinstall_of_an_unknown_node_changes_nothing(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "state")
 
 
-def test_a_reload_cut_off_after_it_was_sent_is_not_taken_for_no_serve():
-    """Unreachable (the CLI puts the file and OUTDIR back) only if no connection was made;
-    a connection that closes once the request went out may have reached serve."""
+@pytest.mark.parametrize("call, said", [
+    (lambda url: status.reload(url, "t"),
+     "broke off after it was sent (ConnectionError): serve may have taken the new MAC"),
+    (lambda url: status.reinstall(url, "node2", "t"),
+     "reinstall of node2 through http://127.0.0.1:"),
+])
+def test_a_request_cut_off_after_it_was_sent_is_not_taken_for_no_serve(call, said):
+    """Unreachable (reload's CLI puts the file and OUTDIR back, reinstall's writes the state
+    database itself) only if no connection was made; a connection that closes once the
+    request went out may have reached serve."""
     import threading
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -158,11 +165,10 @@ def test_a_reload_cut_off_after_it_was_sent_is_not_taken_for_no_serve():
     thread = threading.Thread(target=hang_up, daemon=True)
     thread.start()
     with pytest.raises(InstallerError) as e:
-        status.reload(url, "t")
+        call(url)
     assert not isinstance(e.value, status.Unreachable)
-    assert "broke off after it was sent" in str(e.value)
-    assert "serve may have taken the new MAC; check ganeti-installer status" in str(e.value)
+    assert said in str(e.value) and "check ganeti-installer status" in str(e.value)
     thread.join(5)
     listener.close()                        # nothing listens there now: nothing was sent
     with pytest.raises(status.Unreachable):
-        status.reload(url, "t")
+        call(url)

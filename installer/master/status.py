@@ -123,14 +123,17 @@ def show(url: str, *, as_json: bool, watch: float | None, out=print,
 
 
 def reinstall(url: str, name: str, admin_token: str) -> dict:
-    """POST the reinstall; a refusal becomes InstallerError with the API's reason."""
+    """POST the reinstall; Unreachable if no connection was made, InstallerError with the
+    API's reason for a refusal or with what broke off once the request was sent."""
     try:
         resp = requests.post(f"{url}/api/v1/nodes/{name}/reinstall", timeout=30,
                              headers={"Authorization": f"Bearer {admin_token}"})
-    except requests.ConnectionError:
-        raise Unreachable(url) from None
     except requests.RequestException as e:
-        raise InstallerError(f"reinstall of {name} through {url} failed: {e}") from None
+        if _not_connected(e):       # nothing sent: the caller may mark it in the state
+            raise Unreachable(url) from None
+        raise InstallerError(f"reinstall of {name} through {url} failed ({type(e).__name__})"
+                             ": serve may have taken it; check ganeti-installer status") \
+            from None
     if resp.status_code != 200:
         raise InstallerError(f"the master refused the reinstall of {name}: HTTP "
                              f"{resp.status_code} {_reason(resp)}")
