@@ -207,9 +207,13 @@ def cmd_rebuild(args) -> int:
     state_dir = args.state or statedir.default(cluster, args.outdir)
     url = (args.url or cluster.provisioning.base_url).rstrip("/")
     token = statedir.admin_token(state_dir, create=False)   # serve must be running
-    if change is not None:      # OUTDIR and serve take the new MAC: both must be there
+    if change is not None:      # OUTDIR takes the new MAC: it must be there
         _check_mac_change(change, args.outdir, cluster)
-        status.fetch(url, token)
+    # serve installs and joins the node, and the power switch turns it on: both must answer
+    # before the evacuation and the offline mark, which an error later would leave behind.
+    status.fetch(url, token)
+    if not args.no_power:
+        print(escape(_check_power(change.cluster if change else cluster, node.name)))
     act = rebuild.Actions(
         on_master=_on_master(cluster, state_dir),
         reinstall=lambda: _reinstall_via(status, url, node.name, token),
@@ -310,6 +314,15 @@ def _reinstall_via(status, url: str, name: str, token: str) -> None:
         raise InstallerError(f"no serve answers at {url}: rebuild needs it running (it "
                              "installs and joins the node); start `ganeti-installer serve`, "
                              "then run rebuild again") from None
+
+
+def _check_power(cluster: config.Cluster, name: str) -> str:
+    from installer.master import power
+    try:
+        return power.check(cluster, name)
+    except power.PowerError as e:
+        raise InstallerError(f"{e}; or rebuild with --no-power and switch {name} on yourself "
+                             "(network boot). Nothing was changed") from None
 
 
 def _power_on(cluster: config.Cluster, name: str) -> str:

@@ -154,6 +154,52 @@ def test_an_unknown_node_is_named_with_the_known_ones(tmp_path, capsys):
         capsys.readouterr().err
 
 
+# -- the check before a rebuild: can power be switched from here, switching nothing -----------
+
+def test_the_check_names_an_interface_this_host_does_not_have():
+    """The real socket: the kernel answers ENODEV to SO_BINDTODEVICE (the check that it opens
+    on an interface that exists runs in the namespaces below)."""
+    data = example_data()
+    data["network"]["provisioning"]["interface"] = "gi-noif0"
+    with pytest.raises(power.PowerError, match=r"node1: cannot send Wake-on-LAN on gi-noif0 "
+                                               r"\(No such device\); run this on the serving "
+                                               r"host, which has network.provisioning"):
+        power.check(cluster_from(data), "node1")
+
+
+def test_the_check_says_run_as_root_when_the_socket_is_not_allowed():
+    def refused(interface):
+        raise PermissionError(1, "Operation not permitted")
+    with pytest.raises(power.PowerError, match=r"node2: .* on eth0 \(Operation not permitted"
+                                               r"\); run as root"):
+        power.check(cluster_from(example_data()), "node2", wol_check=refused)
+
+
+def test_the_check_asks_the_bmc_only_for_its_status(tmp_path):
+    secret = tmp_path / "bmc"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    cluster = cluster_from(with_power(node1={"ipmi": "10.0.9.9", "user": "ADMIN",
+                                             "password_file": str(secret)}))
+    ran = []
+
+    def bmc(argv, **kw):
+        ran.append(argv[argv.index("-f") + 2:])
+        return subprocess.CompletedProcess(argv, 0, "Chassis Power is off\n", "")
+    assert power.check(cluster, "node1", run=bmc) == \
+        "node1: BMC at 10.0.9.9: Chassis Power is off"
+    assert ran == [["chassis", "power", "status"]]
+    secret.unlink()
+    with pytest.raises(power.PowerError, match=r"node1: power.password_file .*: cannot read"):
+        power.check(cluster, "node1", run=bmc)
+    assert len(ran) == 1
+
+
+def test_a_manual_node_needs_no_check():
+    assert power.check(cluster_from(with_power(node3="manual")), "node3") == \
+        'node3: power = "manual": you switch it on when asked'
+
+
 # -- Wake-on-LAN as the PC's NIC receives it -----------------------------------------------------
 
 RECEIVER = """
@@ -205,6 +251,11 @@ def test_wake_on_lan_reaches_the_pcs_lan_byte_for_byte(provisioning_lan, tmp_pat
     env = dict(os.environ, PYTHONPATH=str(REPO))
     receiver = subprocess.Popen(["ip", "netns", "exec", pc, sys.executable, "-c", RECEIVER],
                                 stdout=subprocess.PIPE, text=True)
+    check = ("import sys; from installer.cluster import config; from installer.master "
+             "import power; print(power.check(config.load(sys.argv[1]), 'node1'))")
+    checked = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-c", check,
+                              str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert checked.stdout == "node1: Wake-on-LAN on gi-prov\n", checked.stderr
     try:
         assert receiver.stdout.readline().strip() == "ready"
         sent = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-m",

@@ -393,3 +393,49 @@ def test_an_outdir_behind_the_cluster_file_is_refused_before_the_evacuation(tmp_
     assert tree(out) == before and cluster_file.read_text() == edited
     render.render_in_place(config.load(str(cluster_file)), str(out), ["node2"])
     cli._check_mac_change(change, str(out), config.load(str(cluster_file)))   # rendered: fine
+
+
+# -- serve and the power switch answer before anything changes -------------------------------
+
+@pytest.fixture
+def rebuild_cli(tmp_path, monkeypatch):
+    """`rebuild node2` as the CLI runs it, with the master's commands and serve's answers
+    recorded: (argv for cli.main, what was done)."""
+    import tomli_w
+
+    from installer.master import statedir
+    from tests.conftest import example_data
+    data = example_data()
+    data["network"]["provisioning"]["interface"] = "gi-noif0"    # not on this host
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(data))
+    state = tmp_path / "state"
+    state.mkdir()
+    statedir.admin_token(str(state))
+    done: list = []
+    monkeypatch.setattr(cli, "_on_master", lambda *a: lambda argv, t: done.append(argv) or "")
+    monkeypatch.setattr(status, "reinstall", lambda *a: done.append("reinstall"))
+    monkeypatch.setattr(status, "fetch", lambda url, token=None: done.append("status") or {})
+    return ["rebuild", str(path), str(tmp_path / "out"), "node2", "--state", str(state)], done
+
+
+def test_a_power_switch_that_cannot_work_refuses_before_the_evacuation(rebuild_cli, capsys):
+    argv, done = rebuild_cli
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "node2: cannot send Wake-on-LAN on gi-noif0 (No such device)" in err, err
+    assert "or rebuild with --no-power and switch node2 on yourself" in err
+    assert "Nothing was changed" in err
+    assert done == ["status"]           # serve was asked; the master and the node were not
+
+
+def test_no_power_skips_the_check_and_a_silent_serve_refuses_first(rebuild_cli, monkeypatch,
+                                                                   capsys):
+    argv, done = rebuild_cli
+
+    def no_serve(url, token=None):
+        raise InstallerError(f"cannot reach the master at {url} (ConnectionError)")
+    monkeypatch.setattr(status, "fetch", no_serve)
+    assert cli.main(argv + ["--no-power"]) == 1
+    assert "cannot reach the master at" in capsys.readouterr().err
+    assert done == []

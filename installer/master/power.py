@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -41,13 +42,24 @@ def magic_packet(mac: str) -> bytes:
     return b"\xff" * 6 + bytes.fromhex(mac.replace(":", "")) * 16
 
 
-def send_wol(mac: str, interface: str, port: int = WOL_PORT,
-             address: str = "255.255.255.255") -> None:
-    """Broadcast the magic packet on `interface` only (SO_BINDTODEVICE: a host with several
-    LANs must not wake a PC elsewhere, nor miss the PCs' LAN for its default route)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def wol_socket(interface: str) -> socket.socket:
+    """A broadcast socket bound to `interface` only (SO_BINDTODEVICE: a host with several
+    LANs must not wake a PC elsewhere, nor miss the PCs' LAN for its default route). OSError
+    ENODEV without that interface, EPERM without root."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def send_wol(mac: str, interface: str, port: int = WOL_PORT,
+             address: str = "255.255.255.255") -> None:
+    """Broadcast the magic packet on `interface` only."""
+    with wol_socket(interface) as s:
         s.sendto(magic_packet(mac), (address, port))
 
 
@@ -133,6 +145,27 @@ def switch(cluster: Cluster, name: str, action: str, *, run: Run = subprocess.ru
             from None
     return Result(name, action, f"{name}: Wake-on-LAN packet for {node.mac} sent on "
                   f"{interface} (the PC must have Wake-on-LAN enabled in its firmware)")
+
+
+def check(cluster: Cluster, name: str, *, run: Run = subprocess.run,
+          wol_check: Callable[[str], None] = lambda i: wol_socket(i).close()) -> str:
+    """Whether node `name`'s power can be switched from here, switching nothing: the
+    Wake-on-LAN socket on the provisioning interface opens, the BMC answers `chassis power
+    status`. What was found, or PowerError naming the node and the fix."""
+    node = _node(cluster, name)
+    if node.power.method == "ipmi":
+        return f"{name}: BMC at {node.power.address}: {ipmi(node, 'status', run)}"
+    if node.power.method == "manual":
+        return f"{name}: power = \"manual\": you switch it on when asked"
+    interface = cluster.provisioning.interface
+    try:
+        wol_check(interface)
+    except OSError as e:
+        fix = ("run as root" if e.errno == errno.EPERM else "run this on the serving host, "
+               "which has network.provisioning.interface")
+        raise PowerError(f"{name}: cannot send Wake-on-LAN on {interface} ({e.strerror}); "
+                         f"{fix}") from None
+    return f"{name}: Wake-on-LAN on {interface}"
 
 
 def _node(cluster: Cluster, name: str) -> Node:
