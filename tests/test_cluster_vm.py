@@ -4,7 +4,7 @@ and end as one real Ganeti cluster joined by serve: gnt-cluster init on node1, g
 of node2, verify clean. Then the cluster's services on the same two nodes: our `image` OS
 definition (gnt-os list, an image+default instance), an ISO sent to both by `iso add`, and the
 paper's testvm (image+cd, DRBD) booted from it under kvm, migrated, and failed over with its
-primary powered off; that leaves node2 down, so it comes last.
+primary powered off; that leaves node2 down and offline: `rebuild node2` brings it back, last.
 
 The test LAN is the office's: the serving host is a separate machine (on_master = false) with
 a leg on VLAN 100. The nodes are the example's, OS image included. kvm, the paper's
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import pytest
 import tomli_w
 
 from installer.build import builder as build
-from installer.cluster import config
+from installer.cluster import config, sshkeys
 
 from .conftest import REPO, example_data
 from .vm import checks, testiso
@@ -61,6 +62,9 @@ class Master:
 
     def __init__(self, host, path: Path, outdir: Path, work: Path):
         self.host, self.log, self.state = host, work / "serve.log", work / "state"
+        self.path, self.outdir, self.work = path, outdir, work
+        self.switch: Switch | None = None           # the test LAN, for the rebuild's PC
+        self.installed_in: dict[str, float] = {}    # node: seconds from power-on to joined
         self.stranger: tuple[int, str] | None = None    # what a second plan fetch got
         self.proc = host.spawn(CLI + ["serve", str(path), str(outdir), "--state",
                                       str(self.state)], cwd=REPO,
@@ -146,9 +150,11 @@ def cluster_up(tmp_path_factory):
         switch.plug(serving, cluster.management.vlan, "eth100", [f"{SERVE_MANAGEMENT}/24"])
         switch.host("vlan100", cluster.management.vlan, ["192.168.20.1/24"])
         master = Master(serving, path, outdir, work)
+        master.switch = switch
         vms: dict[str, VM] = {}
         try:
             disks = {n.name: make_disk(work / f"{n.name}.qcow2", "40G") for n in nodes}
+            powered_on = time.monotonic()
             installs = [pxe_vm(switch, work, n, i + 1, disks[n.name], "install")
                         for i, n in enumerate(nodes)]
             master.stranger = steal_plan(switch, master, nodes[1], installs)
@@ -171,6 +177,7 @@ def cluster_up(tmp_path_factory):
                 assert f"{node.mac} {node.name}" in dhcp and "tags: known, ipxe" in dhcp, dhcp
             for node in nodes:
                 master.wait(node.name, ("joined",), timeout=1800)
+                master.installed_in[node.name] = time.monotonic() - powered_on
             yield cluster, master, vms, entries
         finally:
             for vm in vms.values():
@@ -393,3 +400,114 @@ def test_testvm_fails_over_when_its_primary_dies(testvm):
                                                    "--no-headers -o id | tail -1) | tail -30")
     assert _instance(vm) == [TESTVM, "node1.project.edu", "node2.project.edu", "running"]
     assert _serial_shows_marker(vm)
+
+
+# -- issue 16: the failed node rebuilt with one command ---------------------------------------
+
+# The PC's power supply: Wake-on-LAN reaches a NIC on the provisioning LAN, here a host on the
+# switch's untagged VLAN that prints the one packet it gets; the test then powers the VM on.
+WOL_RECEIVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.bind(("0.0.0.0", 9))
+print("ready", flush=True)
+data, (source, _) = s.recvfrom(2048)
+print(data.hex(), source, flush=True)
+"""
+WOL_PC = "10.99.0.77"
+
+
+def _pinned(master: Master, fqdn: str) -> list[str]:
+    """The host keys serve's known_hosts holds for a node (pinned at its join)."""
+    path = str(master.state / "ssh" / "known_hosts")
+    return [k.line for k in sshkeys.keys_for(path, fqdn)]
+
+
+def _line(proc: subprocess.Popen, vms: list[VM], timeout: float) -> str:
+    """proc's next stdout line, the VMs' consoles read meanwhile."""
+    import select
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while not select.select([proc.stdout], [], [], 0)[0]:
+        assert time.monotonic() < deadline and proc.poll() is None, "no line"
+        for vm in vms:
+            vm.pump(1)
+    return proc.stdout.readline().decode()
+
+
+def test_rebuild_brings_the_failed_node_back(cluster_up, testvm):
+    """Issue 16: node2 died (the failover above left it off and offline, testvm's secondary);
+    `ganeti-installer rebuild node2` alone brings it back: Wake-on-LAN (as captured on the
+    LAN: the test then powers the VM on), the install over its own earlier one (the agent
+    tears that down), the join with --readd and its new host key, testvm's disks back on it
+    in sync, and gnt-cluster verify clean. It needs a fresh install: that is what a rebuild
+    is; it runs on the cluster test's nodes, after their other checks."""
+    cluster, master, vms, _ = cluster_up
+    _, _, iso, _ = testvm
+    node, vm1 = cluster.node("node2"), vms["node1"]
+    assert master.switch is not None
+    before = _pinned(master, node.fqdn)
+    assert before, (master.state / "ssh" / "known_hosts").read_text()
+    pc = master.switch.host("node2-power", UNTAGGED, [f"{WOL_PC}/24"])
+    receiver = pc.spawn([sys.executable, "-c", WOL_RECEIVER], stdout=subprocess.PIPE,
+                        bufsize=0)          # unbuffered: select() sees each line
+    log = master.work / "rebuild.log"
+    started = time.monotonic()
+    proc = master.host.spawn(CLI + ["rebuild", str(master.path), str(master.outdir), "node2",
+                                    "--state", str(master.state), "--url",
+                                    "http://10.99.0.1:8080"],
+                             cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        assert _line(receiver, [vm1], 60).strip() == "ready"
+        payload, source = _line(receiver, [vm1], 900).split()
+        assert bytes.fromhex(payload) == b"\xff" * 6 + bytes.fromhex(node.mac.replace(":", "")) * 16
+        assert source == "10.99.0.1", source
+        woken = time.monotonic()
+        vm2 = pxe_vm(master.switch, master.work, node, 2, master.work / "node2.qcow2", "rebuild")
+        vms["node2"] = vm2                      # the fixture stops it
+        vm2.expect("holds an earlier install for this cluster: tearing it down", timeout=900)
+        vm2.expect(f"installed {node.fqdn}", timeout=1800)
+        vm2.child.expect(pexpect.EOF, timeout=300)
+        vm2.stop()
+        installed = time.monotonic()
+        vm2 = vms["node2"] = pxe_vm(master.switch, master.work, node, 2,
+                                    master.work / "node2.qcow2", "rebuilt")
+        login(vm2, node.name)
+        joined = None
+        deadline = time.monotonic() + 2400
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            if joined is None and master.node("node2")["state"] == "joined":
+                joined = time.monotonic()
+            vm1.pump(2)
+            vm2.pump(2)
+    finally:
+        receiver.kill()
+        if proc.poll() is None:
+            proc.kill()
+    said = log.read_text()
+    assert proc.returncode == 0, said
+    done = time.monotonic()
+    assert f"Wake-on-LAN packet for {node.mac} sent on eth0" in said, said
+    assert f"+ gnt-instance replace-disks -s {TESTVM}" in said, said
+    assert "node2: rebuilt, joined and its instances' disks replaced" in said, said
+    listed = run(vm1, "gnt-node list --no-headers -o name,offline", timeout=300).split()
+    assert listed == ["node1.project.edu", "N", "node2.project.edu", "N"], listed
+    assert _instance(vm1) == [TESTVM, "node1.project.edu", "node2.project.edu", "running"]
+    drbd = _drbd_in_sync(vm1, timeout=60)
+    assert "ds:UpToDate/UpToDate" in drbd, drbd
+    assert status(vm1, "gnt-cluster verify", timeout=900) == 0
+    # The join pinned the key the new install reported, not the old one; and the rebuilt
+    # node got the cluster's ISO at its join.
+    after = _pinned(master, node.fqdn)
+    assert after and after != before, (before, after)
+    want = hashlib.sha256(iso.read_bytes()).hexdigest()
+    assert run(vm2, f"sha256sum /iso/{iso.name}").split()[0] == want
+    first = master.installed_in["node2"]
+    print(f"rebuild of node2: Wake-on-LAN after {woken - started:.0f} s, installed after "
+          f"{installed - started:.0f} s, joined after "
+          f"{(joined or done) - started:.0f} s, DRBD in sync and verified after "
+          f"{done - started:.0f} s; its first install to joined took {first:.0f} s "
+          "(beside node1's)")
