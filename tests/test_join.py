@@ -165,6 +165,40 @@ def test_parse_verify_of_a_clean_cluster_is_ok():
     assert report.ok and not report.warnings and not report.others
 
 
+# After `gnt-node add --readd` of node2, rebuilt on a blank disk: testvm (primary node1) lost
+# its DRBD copy there. Ganeti 3.0.2's texts: _VerifyInstance and _VerifyNodeDrbd.
+READDED = "\n".join([
+    f"{T} * Verifying node status",
+    f"{T}   - ERROR:ENODEDRBD:node:node2.project.edu:drbd minor 0 of disk "
+    "5b0c2d3e-1f2a-4b5c-9d8e-7f6a5b4c3d2e (attached in instance 'testvm.project.edu') is not "
+    "active",
+    f"{T} * Verifying instance status",
+    f"{T}   - ERROR:EINSTANCEMISSINGDISK:instance:testvm.project.edu:volume "
+    "ganeti/8e1f0a2b-3c4d.disk0_data missing on node node2.project.edu",
+    f"{T}   - ERROR:EINSTANCEMISSINGDISK:instance:testvm.project.edu:volume "
+    "ganeti/8e1f0a2b-3c4d.disk0_meta missing on node node2.project.edu",
+    f"{T}   - ERROR:EINSTANCEFAULTYDISK:instance:testvm.project.edu:couldn't retrieve "
+    "status for disk/0 on node2.project.edu: Can't find device <DRBD8(hosts=...)>",
+    f"{T}   - WARNING:EINSTANCEFAULTYDISK:instance:testvm.project.edu:disk/0 on "
+    "node1.project.edu is degraded; local disk state is 'ok'",
+]) + "\n"
+
+
+def test_a_readded_nodes_lost_instance_copies_are_warnings_and_nothing_else_is():
+    report = gnt.parse_verify(READDED, "node2.project.edu")
+    assert [f.code for f in report.errors] == ["ENODEDRBD", "EINSTANCEMISSINGDISK",
+                                                "EINSTANCEMISSINGDISK", "EINSTANCEFAULTYDISK"]
+    readded = gnt.readded(report)
+    assert readded.ok and len(readded.warnings) == 4
+    assert [f.code for f in readded.others] == ["EINSTANCEFAULTYDISK"]     # node1's
+    # Anything else naming the node still fails it, and so do those texts under other codes
+    other = gnt.parse_verify(VERIFY_CODED + READDED, "node2.project.edu")
+    assert [f.code for f in gnt.readded(other).errors] == ["ENODEHV", "ENODESSH"]
+    unallocated = f"{T}   - ERROR:ENODEDRBD:node:node2.project.edu:unallocated drbd minor 3 " \
+        "is in use\n"
+    assert not gnt.readded(gnt.parse_verify(unallocated, "node2.project.edu")).ok
+
+
 def test_add_failures_in_ganetis_words():
     node = load_example().node("node2")
     cases = {   # lib/client/gnt_node.py AddNode, lib/cmdlib/node.py LUNodeAdd.CheckPrereq
@@ -706,6 +740,23 @@ def test_join_is_not_done_while_verify_names_the_node(joiner, fresh):
     assert result.verify.ok
     assert {f.code for f in result.verify.others} == \
         {"ENODEHV", "ENODEVERSION", "ENODESSH", "ECLUSTERCFG"}
+
+
+@pytest.mark.integration
+def test_a_rebuilt_node_joins_with_its_instance_copies_still_to_make(joiner, fresh):
+    """A readd whose verify names only the DRBD copies node2 lost joins (rebuild makes them
+    again with replace-disks); a first add with the same verify does not."""
+    bootstrapped(joiner, fresh)
+    scenario(fresh, verify=READDED)
+    node2 = joiner.cluster.node("node2")
+    with pytest.raises(JoinError) as e:
+        joiner.join(node2, fresh.host_keys, readd=False)
+    assert e.value.kind is JoinKind.VERIFY
+    result = joiner.join(node2, fresh.host_keys, readd=True)
+    assert result.verify.ok and len(result.verify.warnings) == 4
+    assert ("node2", "verify: 4 finding(s) are the instance copies node2 lost with its disk; "
+            "gnt-instance replace-disks -s makes them again (rebuild's next step)") in \
+        joiner.events
 
 
 # Verify just after an add on a busy master: WConfd has not copied config.data to node2 yet.

@@ -194,6 +194,31 @@ def parse_verify(text: str, node_fqdn: str) -> VerifyReport:
     return report
 
 
+# A node added again with --readd (rebuilt: a blank disk) no longer holds its DRBD copies of
+# the instances it is secondary for, and verify says so in these words (Ganeti 3.0.2,
+# lib/cmdlib/cluster/verify.py: _VerifyInstance, _VerifyNodeDrbd). `gnt-instance
+# replace-disks -s`, the rebuild's next step, makes them again: they do not fail the join.
+_LOST_COPIES = {
+    "EINSTANCEMISSINGDISK": re.compile(r"volume \S+ missing on node \S+$"),
+    "EINSTANCEFAULTYDISK": re.compile(r"couldn't retrieve status for disk/\d+ on \S+: "),
+    "ENODEDRBD": re.compile(r"drbd minor \d+ of disk \S+ \(attached in instance '[^']+'\) "
+                            r"is not active$"),
+}
+
+
+def lost_copy(finding: Finding) -> bool:
+    """Whether an error is only a rebuilt node's missing instance copy."""
+    pattern = _LOST_COPIES.get(finding.code)
+    return pattern is not None and pattern.search(finding.message) is not None
+
+
+def readded(report: VerifyReport) -> VerifyReport:
+    """The report of a node joined again: its missing instance copies count as warnings."""
+    lost = [f for f in report.errors if lost_copy(f)]
+    return VerifyReport(report.node, [f for f in report.errors if not lost_copy(f)],
+                        report.warnings + lost, report.others)
+
+
 def _finding(line: str) -> Finding | None:
     m = _CODED.match(line)
     if m:

@@ -190,7 +190,7 @@ class Joiner:
         if result.status != 0:
             raise self._add_failed(node, result)
         self._pin(node, trusted)
-        return JoinResult(node.name, readd, self._verify(node), result.output)
+        return JoinResult(node.name, readd, self._verify(node, readd), result.output)
 
     def _prerequisites(self, node: Node, master: Node) -> None:
         """Each as its own failure, before anything changes."""
@@ -267,12 +267,13 @@ class Joiner:
                             output=result.output)
         return result.output
 
-    def _verify(self, node: Node) -> gnt.VerifyReport:
-        """`gnt-cluster verify` on the master; the node is fine only if no ERROR names it.
+    def _verify(self, node: Node, readd: bool = False) -> gnt.VerifyReport:
+        """`gnt-cluster verify` on the master; the node is fine only if no ERROR names it
+        (readd: but for the instance copies it lost, which replace-disks makes again).
         Errors that are only Ganeti's file copies still settling are verified again."""
         for _ in range(SETTLE_TRIES - 1):
             try:
-                return self._verify_once(node)
+                return self._verify_once(node, readd)
             except JoinError as e:
                 report = e.details
                 if report is None or not report.errors or \
@@ -282,14 +283,21 @@ class Joiner:
                           f"copying its files to {node.name}; verifying again in "
                           f"{self.settle_pause:g} s")
                 time.sleep(self.settle_pause)
-        return self._verify_once(node)
+        return self._verify_once(node, readd)
 
-    def _verify_once(self, node: Node) -> gnt.VerifyReport:
+    def _verify_once(self, node: Node, readd: bool = False) -> gnt.VerifyReport:
         master = self.cluster.node(self.cluster.master)
         result = self.remote.converse(
             self.address(master), gnt.VERIFY_ARGV, trusted=self.pinned(master),
             log=lambda line: self._log(node, line), timeout=self.timeouts["verify"])
         report = gnt.parse_verify(result.output, node.fqdn)
+        if readd:
+            report = gnt.readded(report)
+            lost = sum(gnt.lost_copy(f) for f in report.warnings)
+            if lost:
+                self._log(node, f"verify: {lost} finding(s) are the instance copies "
+                          f"{node.name} lost with its disk; gnt-instance replace-disks -s "
+                          "makes them again (rebuild's next step)")
         found = report.errors or report.warnings or report.others
         if result.status != 0 and not found:
             raise JoinError(JoinKind.VERIFY, f"gnt-cluster verify did not run on {master.name}:\n"
