@@ -504,7 +504,10 @@ def test_rebuild_brings_the_failed_node_back(cluster_up, testvm):
     after = _pinned(master, node.fqdn)
     assert after and after != before, (before, after)
     want = hashlib.sha256(iso.read_bytes()).hexdigest()
-    assert run(vm2, f"sha256sum /iso/{iso.name}").split()[0] == want
+    deadline = time.monotonic() + 300       # serve sends it once the node is joined
+    while (got := run(vm2, f"sha256sum /iso/{iso.name} 2>&1")).split()[:1] != [want]:
+        assert time.monotonic() < deadline, got
+        vm1.pump(5)
     first = master.installed_in["node2"]
     print(f"rebuild of node2: Wake-on-LAN after {woken - started:.0f} s, installed after "
           f"{installed - started:.0f} s, joined after "
