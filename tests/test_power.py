@@ -125,12 +125,17 @@ def test_manual_says_what_to_press():
         "node2 (MAC 52:54:00:20:02:23) is switched by hand: switch it off, then on again"
 
 
-def test_a_password_file_others_can_read_is_refused_before_ipmitool(tmp_path):
+def bmc_node1(tmp_path, address: str, mode: int = 0o600):
+    """The example cluster with node1 behind a BMC at `address`; (cluster, password file)."""
     secret = tmp_path / "bmc"
     secret.write_text(PASSWORD + "\n")
-    secret.chmod(0o644)
-    cluster = cluster_from(with_power(node1={"ipmi": "127.0.0.1", "user": "ADMIN",
-                                             "password_file": str(secret)}))
+    secret.chmod(mode)
+    return cluster_from(with_power(node1={"ipmi": address, "user": "ADMIN",
+                                          "password_file": str(secret)})), secret
+
+
+def test_a_password_file_others_can_read_is_refused_before_ipmitool(tmp_path):
+    cluster, _ = bmc_node1(tmp_path, "127.0.0.1", 0o644)
     ran = []
     with pytest.raises(power.PowerError, match=r"node1: power.password_file .* is readable "
                                                r"by others \(mode 644\); chmod 600 "):
@@ -176,11 +181,7 @@ def test_the_check_says_run_as_root_when_the_socket_is_not_allowed():
 
 
 def test_the_check_asks_the_bmc_only_for_its_status(tmp_path):
-    secret = tmp_path / "bmc"
-    secret.write_text(PASSWORD + "\n")
-    secret.chmod(0o600)
-    cluster = cluster_from(with_power(node1={"ipmi": "10.0.9.9", "user": "ADMIN",
-                                             "password_file": str(secret)}))
+    cluster, secret = bmc_node1(tmp_path, "10.0.9.9")
     ran = []
 
     def bmc(argv, **kw):
