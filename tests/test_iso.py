@@ -300,12 +300,14 @@ def test_the_iso_routes_need_the_admin_token_and_refuse_bad_input(tmp_path):
 
 
 class JoinsAll:
-    """A Joiner stand-in: every join works, with no warning."""
+    """A Joiner stand-in: every join works, with no warning; what the node gets before its
+    verify is given as the real Joiner gives it, once Ganeti has the node."""
 
-    def __init__(self, *args, **kwargs):
-        pass
+    def __init__(self, *args, before_verify=None, **kwargs):
+        self.before_verify = before_verify
 
     def bootstrap(self, node, keys):
+        self.before_verify(node)
         return SimpleNamespace(verify=SimpleNamespace(warnings=[]))
 
     def members(self):
@@ -313,18 +315,18 @@ class JoinsAll:
 
 
 @pytest.mark.parametrize("fails", [False, True])
-def test_a_node_gets_the_isos_right_after_its_join_and_stays_joined_if_that_fails(
+def test_a_joining_node_gets_the_isos_before_its_verify_and_a_failure_is_noted(
         state, bookworm, tmp_path, monkeypatch, fails):
     from installer.master.join import hook
     monkeypatch.setattr(hook, "Joiner", JoinsAll)
     got = []
 
-    def after_join(name):
+    def to_node(name):
         got.append((name, state.node(name).state))
         if fails:
             raise IsoError("node1 (10.0.0.1) is unreachable")
     booted(state, "node1")
-    hook.JoinHook(bookworm, str(tmp_path), after_join=after_join)(state, state.node("node1"))
-    assert got == [("node1", "joined")] and state.node("node1").state == "joined"
-    last = state.events("node1")[-1]["message"]
-    assert ("after the join: IsoError: node1 (10.0.0.1) is unreachable" == last) == fails
+    hook.JoinHook(bookworm, str(tmp_path), before_verify=to_node)(state, state.node("node1"))
+    assert got == [("node1", "joining")] and state.node("node1").state == "joined"
+    notes = [e["message"] for e in state.events("node1")]
+    assert ("before the verify: IsoError: node1 (10.0.0.1) is unreachable" in notes) == fails

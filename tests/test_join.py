@@ -182,6 +182,9 @@ READDED = "\n".join([
     f"{T}   - WARNING:EINSTANCEFAULTYDISK:instance:testvm.project.edu:disk/0 on "
     "node1.project.edu is degraded; local disk state is 'ok'",
 ]) + "\n"
+# The same once ganeti-watcher has activated the disks (node2's DRBD up without its volumes)
+READDED_ACTIVATED = (f"{T}   - ERROR:EINSTANCEFAULTYDISK:instance:testvm.project.edu:disk/0 "
+                     "on node2.project.edu is degraded; local disk state is 'faulty'\n")
 
 
 def test_a_readded_nodes_lost_instance_copies_are_warnings_and_nothing_else_is():
@@ -197,6 +200,12 @@ def test_a_readded_nodes_lost_instance_copies_are_warnings_and_nothing_else_is()
     unallocated = f"{T}   - ERROR:ENODEDRBD:node:node2.project.edu:unallocated drbd minor 3 " \
         "is in use\n"
     assert not gnt.readded(gnt.parse_verify(unallocated, "node2.project.edu")).ok
+    assert gnt.readded(gnt.parse_verify(READDED_ACTIVATED, "node2.project.edu")).ok
+    # ... the rebuilt node's own copies only: node1's faulty disk is no copy node2 lost
+    faulty = gnt.Finding("ERROR", "EINSTANCEFAULTYDISK", "instance", "testvm.project.edu",
+                         "disk/0 on node1.project.edu is degraded; local disk state is 'faulty'")
+    assert gnt.lost_copy(faulty, "node1.project.edu")
+    assert not gnt.lost_copy(faulty, "node2.project.edu")
 
 
 def test_add_failures_in_ganetis_words():
@@ -752,11 +761,16 @@ def test_a_rebuilt_node_joins_with_its_instance_copies_still_to_make(joiner, fre
     with pytest.raises(JoinError) as e:
         joiner.join(node2, fresh.host_keys, readd=False)
     assert e.value.kind is JoinKind.VERIFY
+    seen = []       # the commands run when the node gets what it needs before its verify
+    joiner.before_verify = lambda node: seen.append([c[:2] for c in calls(fresh)])
     result = joiner.join(node2, fresh.host_keys, readd=True)
     assert result.verify.ok and len(result.verify.warnings) == 4
+    # After the add, before its verify (the ISOs an instance's cdrom_image_path names)
+    assert seen and seen[0][-1] == ["gnt-node", "add"], seen
+    assert [c[:2] for c in calls(fresh)][len(seen[0]):] == [["gnt-cluster", "verify"]]
     assert ("node2", "verify: 4 finding(s) are the instance copies node2 lost with its disk; "
-            "gnt-instance replace-disks -s makes them again (rebuild's next step)") in \
-        joiner.events
+            "gnt-instance activate-disks and replace-disks -s make them again (rebuild runs "
+            "them next; after a reinstall, run them yourself)") in joiner.events
 
 
 # Verify just after an add on a busy master: WConfd has not copied config.data to node2 yet.

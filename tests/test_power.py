@@ -254,10 +254,11 @@ def test_wake_on_lan_reaches_the_pcs_lan_byte_for_byte(provisioning_lan, tmp_pat
                                 stdout=subprocess.PIPE, text=True)
     check = ("import sys; from installer.cluster import config; from installer.master "
              "import power; print(power.check(config.load(sys.argv[1]), 'node1'))")
-    checked = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-c", check,
-                              str(path)], env=env, capture_output=True, text=True, timeout=60)
-    assert checked.stdout == "node1: Wake-on-LAN on gi-prov\n", checked.stderr
     try:
+        checked = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-c", check,
+                                  str(path)], env=env, capture_output=True, text=True,
+                                 timeout=60)
+        assert checked.stdout == "node1: Wake-on-LAN on gi-prov\n", checked.stderr
         assert receiver.stdout.readline().strip() == "ready"
         sent = subprocess.run(["ip", "netns", "exec", host, sys.executable, "-m",
                                "installer.cli", "power", str(path), "node1", "on"],

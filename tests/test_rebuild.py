@@ -60,17 +60,24 @@ def test_evacuate_migrates_fails_over_then_offlines_and_replaces_after_the_join(
         ["gnt-node", "migrate", "-f", NODE2],
         ["gnt-instance", "failover", "-f", "cold.project.edu"],
         ["gnt-node", "modify", "-O", "yes", "--auto-promote", NODE2]]
+    # replace-disks finds the DRBD device on the node first: activate-disks makes it; the
+    # stopped instance's disks go down again after
     assert steps.after == [
+        ["gnt-instance", "activate-disks", "web.project.edu"],
         ["gnt-instance", "replace-disks", "-s", "web.project.edu"],
+        ["gnt-instance", "activate-disks", "db.project.edu"],
         ["gnt-instance", "replace-disks", "-s", "db.project.edu"],
+        ["gnt-instance", "activate-disks", "cold.project.edu"],
         ["gnt-instance", "replace-disks", "-s", "cold.project.edu"],
+        ["gnt-instance", "deactivate-disks", "cold.project.edu"],
         ["gnt-cluster", "verify"]]
 
 
 def test_a_secondary_only_node_needs_no_evacuation():
     steps = decide(NODE3, evacuate=False, instances=INSTANCES.splitlines()[0] + "\n")
     assert steps.before == [["gnt-node", "modify", "-O", "yes", "--auto-promote", NODE3]]
-    assert steps.after == [["gnt-instance", "replace-disks", "-s", "web.project.edu"],
+    assert steps.after == [["gnt-instance", "activate-disks", "web.project.edu"],
+                           ["gnt-instance", "replace-disks", "-s", "web.project.edu"],
                            ["gnt-cluster", "verify"]]
 
 
@@ -121,7 +128,9 @@ def test_run_acts_in_order_and_replaces_disks_only_once_joined():
         ("master", ["gnt-node", "list"]), ("master", ["gnt-instance", "list"]),
         ("master", ["gnt-node", "migrate"]), ("master", ["gnt-node", "modify"]),
         "reinstall", "power", "wait", "wait",
+        ("master", ["gnt-instance", "activate-disks"]),
         ("master", ["gnt-instance", "replace-disks"]),
+        ("master", ["gnt-instance", "activate-disks"]),
         ("master", ["gnt-instance", "replace-disks"]), ("master", ["gnt-cluster", "verify"])]
 
 
@@ -136,7 +145,7 @@ def test_a_failed_join_stops_before_replace_disks_and_says_what_next():
     world = World([("installing", ""), ("failed", "join: host-key")])
     with pytest.raises(InstallerError, match=r"node3.project.edu: the reinstall or join failed "
                                              r"\(join: host-key\); .* then run gnt-instance "
-                                             r"replace-disks -s"):
+                                             r"activate-disks and replace-disks -s"):
         rebuild.run(NODE3, world.actions(), evacuate=True, power=False)
     assert not any("replace-disks" in str(d) for d in world.done)
     assert "power" not in world.done

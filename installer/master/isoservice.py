@@ -1,8 +1,8 @@
-"""serve's ISO job: `iso add`, `iso remove`, and a newly joined node getting the cluster's
-ISOs. Every input is checked before anything changes (all files readable, names valid, no
-name taken by other bytes); then serve keeps its own copy (state directory, `isos/`), records
-the ISO, and puts it on every joined node (installer.master.isodist), recording each node's
-state as it goes. One ISO job at a time.
+"""serve's ISO job: `iso add`, `iso remove`, and a joining node getting the cluster's ISOs
+before its verify. Every input is checked before anything changes (all files readable, names
+valid, no name taken by other bytes); then serve keeps its own copy (state directory,
+`isos/`), records the ISO, and puts it on every joined node (installer.master.isodist),
+recording each node's state as it goes. One ISO job at a time.
 """
 
 from __future__ import annotations
@@ -120,11 +120,12 @@ class IsoService:
     def _recorder(self, name: str) -> isodist.Record:
         return lambda node, state, message: self.state.set_iso_node(name, node, state, message)
 
-    # -- a node that joined ---------------------------------------------------------------
+    # -- a node that joins -----------------------------------------------------------------
 
     def to_node(self, node: str) -> None:
-        """Every ISO of the cluster to a node that has just joined (one node: a plain copy
-        is as fast as multicast). Lines go to its event log."""
+        """Every ISO of the cluster to a node Ganeti has just added, before the join's verify
+        (which checks an instance's cdrom_image_path on every node); one node: a plain copy
+        is as fast as multicast. Lines go to its event log."""
         with self.lock:
             for known in self.state.isos():
                 iso = Iso(known["name"], known["sha256"], known["size"], known["path"])

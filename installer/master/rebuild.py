@@ -13,8 +13,10 @@ Shaped like a Ganeti logical unit: read the cluster through its master (`gnt-nod
    Wake-on-LAN);
 4. serve installs it and joins it with `gnt-node add --readd` (the join pins the host key
    the new install reported, and --readd clears the offline flag);
-5. once it is joined: `gnt-instance replace-disks -s` for every DRBD instance that has it
-   as secondary (each waits for the sync), then `gnt-cluster verify`.
+5. once it is joined, for every DRBD instance that has it as secondary: `gnt-instance
+   activate-disks` (its DRBD device on the node, without volumes yet: replace-disks looks
+   for it there first), `gnt-instance replace-disks -s` (new volumes, waits for the sync),
+   and `deactivate-disks` again for an instance that is down; then `gnt-cluster verify`.
 """
 
 from __future__ import annotations
@@ -102,8 +104,15 @@ def plan(node: str, nodes: dict[str, bool], instances: list[Instance],
     # After the evacuation the node is secondary for what it was primary of.
     touched = [i for i in instances if i.template in MOVABLE and
                (i.primary == node or node in i.secondaries)]
-    after = [["gnt-instance", "replace-disks", "-s", i.name] for i in touched] + [VERIFY]
+    after = [argv for i in touched for argv in _copies(i)] + [VERIFY]
     return Steps(before, after)
+
+
+def _copies(i: Instance) -> list[list[str]]:
+    """What makes the rebuilt node's DRBD copy of instance `i` again."""
+    steps = [["gnt-instance", "activate-disks", i.name],
+             ["gnt-instance", "replace-disks", "-s", i.name]]
+    return steps + ([] if i.running else [["gnt-instance", "deactivate-disks", i.name]])
 
 
 def _names(instances: list[Instance]) -> str:
@@ -161,7 +170,8 @@ def _wait_joined(node: str, act: Actions, timeout: float, poll: float) -> None:
         if state == "failed":
             raise InstallerError(f"{node}: the reinstall or join failed ({message}); see "
                                  "`ganeti-installer status`, fix it and `reinstall`; then run "
-                                 "gnt-instance replace-disks -s for its instances")
+                                 "gnt-instance activate-disks and replace-disks -s for its "
+                                 "instances")
         if waited >= timeout:
             raise InstallerError(f"{node}: not joined after {timeout / 3600:.1f} h (state "
                                  f"{state}); did it network-boot?")

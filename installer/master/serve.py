@@ -120,7 +120,7 @@ def prepare(opts: Options) -> api.Service:
         state.close()
         raise
     isos = isoservice.IsoService(state, opts.state_dir, opts.cluster, log=log)
-    hook = JoinHook(opts.cluster, opts.state_dir, after_join=isos.to_node) \
+    hook = JoinHook(opts.cluster, opts.state_dir, before_verify=isos.to_node) \
         if opts.join else None
     service = api.Service(opts.outdir, state, key, admin, on_booted=hook, log=log)
     service.isos = isos

@@ -1,7 +1,9 @@
 """The paper's test ISO, shrunk to what TCG inside TCG can boot in seconds: GRUB (Debian's
 grub-pc-bin, put on a CD by grub-mkrescue and xorriso) printing a marker on the serial line
-once a second, so a reader that attaches late (Ganeti's serial socket keeps no backlog), or
-after a migration, still sees it."""
+over and over, so a reader that attaches late (Ganeti's serial socket keeps no backlog), or
+after a migration, still sees it. No `sleep` between: GRUB times it by the TSC, and a guest
+migrated between two TCG nodes can find its TSC behind where it left it (CI once saw no
+marker for 120 s after a migration), so a timed loop could wait that long."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ GRUB_CFG = f"""\
 serial --unit=0 --speed=38400
 terminal_input serial
 terminal_output serial
-while true; do echo "{MARKER}"; sleep 1; done
+while true; do echo "{MARKER}"; done
 """
 
 

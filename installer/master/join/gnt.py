@@ -198,24 +198,33 @@ def parse_verify(text: str, node_fqdn: str) -> VerifyReport:
 # the instances it is secondary for, and verify says so in these words (Ganeti 3.0.2,
 # lib/cmdlib/cluster/verify.py: _VerifyInstance, _VerifyNodeDrbd). `gnt-instance
 # replace-disks -s`, the rebuild's next step, makes them again: they do not fail the join.
-_LOST_COPIES = {
-    "EINSTANCEMISSINGDISK": re.compile(r"volume \S+ missing on node \S+$"),
-    "EINSTANCEFAULTYDISK": re.compile(r"couldn't retrieve status for disk/\d+ on \S+: "),
-    "ENODEDRBD": re.compile(r"drbd minor \d+ of disk \S+ \(attached in instance '[^']+'\) "
-                            r"is not active$"),
-}
+# Once ganeti-watcher has activated the instance's disks, the node's DRBD runs without its
+# volumes: "disk/0 on node2 is degraded; local disk state is 'faulty'".
+_LOST_COPIES = [
+    ("EINSTANCEMISSINGDISK", re.compile(r"^volume \S+ missing on node (?P<node>\S+)$")),
+    ("EINSTANCEFAULTYDISK", re.compile(r"^couldn't retrieve status for disk/\d+ on "
+                                       r"(?P<node>\S+): ")),
+    ("EINSTANCEFAULTYDISK", re.compile(r"^disk/\d+ on (?P<node>\S+) is degraded; local disk "
+                                       r"state is '(faulty|unknown)'$")),
+    ("ENODEDRBD", re.compile(r"^drbd minor \d+ of disk \S+ \(attached in instance '[^']+'\) "
+                             r"is not active$")),
+]
 
 
-def lost_copy(finding: Finding) -> bool:
-    """Whether an error is only a rebuilt node's missing instance copy."""
-    pattern = _LOST_COPIES.get(finding.code)
-    return pattern is not None and pattern.search(finding.message) is not None
+def lost_copy(finding: Finding, node_fqdn: str) -> bool:
+    """Whether an error is only the rebuilt node's own missing instance copy."""
+    for code, pattern in _LOST_COPIES:
+        m = pattern.search(finding.message) if finding.code == code else None
+        if m:
+            where = m.groupdict().get("node") or finding.name
+            return where.lower() == node_fqdn.lower()
+    return False
 
 
 def readded(report: VerifyReport) -> VerifyReport:
     """The report of a node joined again: its missing instance copies count as warnings."""
-    lost = [f for f in report.errors if lost_copy(f)]
-    return VerifyReport(report.node, [f for f in report.errors if not lost_copy(f)],
+    lost = [f for f in report.errors if lost_copy(f, report.node)]
+    return VerifyReport(report.node, [f for f in report.errors if f not in lost],
                         report.warnings + lost, report.others)
 
 

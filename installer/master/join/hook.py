@@ -2,8 +2,9 @@
 
 The master node bootstraps the cluster when it boots (the paper's gnt-cluster init); every
 other node waits for that, then joins with gnt-node add (--readd when the cluster has it
-already, as after a rebuild). One Ganeti change at a time: the hook holds a lock, as the
-master's job queue would serialise them anyway. Every line Ganeti prints goes to the node's
+already, as after a rebuild) and gets the cluster's ISOs before the verify. One Ganeti
+change at a time: the hook holds a lock, as the master's job queue would serialise them
+anyway. Every line Ganeti prints goes to the node's
 event log; the node ends "joined" (verify names no error of it) or "failed" with the reason.
 """
 
@@ -22,9 +23,10 @@ STOPPED = "serve stopped during the join; it runs again when serve starts"
 
 class JoinHook:
     def __init__(self, cluster: Cluster, state_dir: str, *,
-                 after_join: Callable[[str], None] | None = None, **joiner_options):
+                 before_verify: Callable[[str], None] | None = None, **joiner_options):
         self.cluster, self.state_dir, self.options = cluster, state_dir, joiner_options
-        self.after_join = after_join        # the node's name once it joined (its ISOs)
+        # The node's name once Ganeti has it, before the join's verify (its ISOs).
+        self.before_verify = before_verify
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -69,7 +71,9 @@ class JoinHook:
                              "the cluster")
             return
         joiner = Joiner(self.cluster, self.state_dir,
-                        log=lambda who, line: state.note(who, line), **self.options)
+                        log=lambda who, line: state.note(who, line),
+                        before_verify=lambda added: self._give(state, added.name),
+                        **self.options)
         try:
             if is_master:
                 state.set_state(name, NodeState.JOINING, "gnt-cluster init")
@@ -90,13 +94,13 @@ class JoinHook:
         warnings = result.verify.warnings
         state.set_state(name, NodeState.JOINED, "gnt-cluster verify: no errors" +
                         (f", {len(warnings)} warnings" if warnings else ""))
-        self._after_join(state, name)
 
-    def _after_join(self, state: State, name: str) -> None:
-        """What a joined node gets next; its failure is noted, the node stays joined."""
-        if self.after_join is None or self.stopping.is_set():
+    def _give(self, state: State, name: str) -> None:
+        """What the node gets before its verify; a failure is noted, and the verify then
+        says what it costs (an instance's missing CD image fails it)."""
+        if self.before_verify is None or self.stopping.is_set():
             return
         try:
-            self.after_join(name)
-        except Exception as e:  # noqa: BLE001 - the join itself succeeded
-            state.note(name, f"after the join: {type(e).__name__}: {e}")
+            self.before_verify(name)
+        except Exception as e:  # noqa: BLE001 - the verify judges the node
+            state.note(name, f"before the verify: {type(e).__name__}: {e}")

@@ -93,6 +93,9 @@ class Joiner:
     address: Callable[[Node], str] = management_address
     timeouts: dict = field(default_factory=lambda: dict(TIMEOUTS))
     settle_pause: float = 20.0      # seconds between verifies while files settle
+    # What a node gets once Ganeti has it, before the verify that looks for it there: serve's
+    # ISOs (verify checks every instance's cdrom_image_path on every node).
+    before_verify: Callable[[Node], None] | None = None
 
     def __post_init__(self):
         self.timeouts = dict(TIMEOUTS, **self.timeouts)     # seconds, per kind of command
@@ -142,6 +145,7 @@ class Joiner:
         modify = gnt.modify_argv(self.cluster)
         if modify:
             self._ganeti(first, modify, keys, "modify")
+        self._before_verify(first)
         return JoinResult(first.name, False, self._verify(first), output)
 
     def _initialised(self, first: Node) -> bool:
@@ -190,7 +194,12 @@ class Joiner:
         if result.status != 0:
             raise self._add_failed(node, result)
         self._pin(node, trusted)
+        self._before_verify(node)
         return JoinResult(node.name, readd, self._verify(node, readd), result.output)
+
+    def _before_verify(self, node: Node) -> None:
+        if self.before_verify is not None:
+            self.before_verify(node)
 
     def _prerequisites(self, node: Node, master: Node) -> None:
         """Each as its own failure, before anything changes."""
@@ -293,11 +302,12 @@ class Joiner:
         report = gnt.parse_verify(result.output, node.fqdn)
         if readd:
             report = gnt.readded(report)
-            lost = sum(gnt.lost_copy(f) for f in report.warnings)
+            lost = sum(gnt.lost_copy(f, node.fqdn) for f in report.warnings)
             if lost:
                 self._log(node, f"verify: {lost} finding(s) are the instance copies "
-                          f"{node.name} lost with its disk; gnt-instance replace-disks -s "
-                          "makes them again (rebuild's next step)")
+                          f"{node.name} lost with its disk; gnt-instance activate-disks and "
+                          "replace-disks -s make them again (rebuild runs them next; after "
+                          "a reinstall, run them yourself)")
         found = report.errors or report.warnings or report.others
         if result.status != 0 and not found:
             raise JoinError(JoinKind.VERIFY, f"gnt-cluster verify did not run on {master.name}:\n"

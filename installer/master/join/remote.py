@@ -66,7 +66,8 @@ class Remote:
         """Run a short command; SSH failures (and a non-zero exit with `check`) raise."""
         argv = self.argv(host, command)
         what = f"`{shlex.join(command)}` on {host}"
-        with subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else None,
+        stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL  # not serve's
+        with subprocess.Popen(argv, stdin=stdin,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) as proc, running.tracked(proc.terminate):
             try:
