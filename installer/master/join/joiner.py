@@ -301,8 +301,9 @@ class Joiner:
             log=lambda line: self._log(node, line), timeout=self.timeouts["verify"])
         report = gnt.parse_verify(result.output, node.fqdn)
         if readd:
+            warned = len(report.warnings)
             report = gnt.readded(report)
-            lost = sum(gnt.lost_copy(f, node.fqdn) for f in report.warnings)
+            lost = len(report.warnings) - warned
             if lost:
                 self._log(node, f"verify: {lost} finding(s) are the instance copies "
                           f"{node.name} lost with its disk; gnt-instance activate-disks and "
