@@ -38,8 +38,32 @@ def commands(efi: str, monkeypatch) -> list[list[str]]:
     return run.commands
 
 
-def test_ovmf_gets_an_entry_for_the_disk_right_after_pxe(monkeypatch):
+def test_ovmf_gets_an_entry_for_the_disk_right_after_the_pxe_it_booted(monkeypatch):
+    """BootCurrent (0002, PXEv4) first, the disk next: a local-boot exit does not wait for
+    PXEv6's DHCP before the disk; PXEv6 stays ahead of the rest."""
     assert commands(OVMF, monkeypatch) == [
+        CREATE, ["efibootmgr", "--bootorder", "0002,0005,0003,0000,0001,0004"]]
+
+
+def test_a_rebuild_drops_our_entry_for_the_esp_it_replaced(monkeypatch):
+    """The disk was laid out again: its new ESP has a new partition GUID, and the entry the
+    first install made (0005, for the old GUID) goes before the new one is made in its
+    place; the firmware's own entries stay."""
+    rebuilt = OVMF + (
+        "Boot0005* Debian (ganeti-installer)\tHD(2,GPT,0ld-e5p-9u1d,0x1000,0x100000)"
+        "/File(\\EFI\\BOOT\\BOOTX64.EFI)\n")
+    rebuilt = rebuilt.replace("BootOrder: 0000,0001,0002,0003,0004",
+                              "BootOrder: 0002,0005,0003,0000,0001,0004")
+    assert commands(rebuilt, monkeypatch) == [
+        ["efibootmgr", "--bootnum", "0005", "--delete-bootnum"],
+        CREATE, ["efibootmgr", "--bootorder", "0002,0005,0003,0000,0001,0004"]]
+
+
+def test_an_install_from_a_stick_puts_every_network_entry_first(monkeypatch):
+    """BootCurrent is the USB stick: no network entry is known to work, so all go first."""
+    stick = OVMF.replace("BootCurrent: 0002", "BootCurrent: 0006") + (
+        "Boot0006* UEFI QEMU USB HARDDRIVE stick0\tPciRoot(0x0)/Pci(0x4,0x0)/USB(0,0)\n")
+    assert commands(stick, monkeypatch) == [
         CREATE, ["efibootmgr", "--bootorder", "0002,0003,0005,0000,0001,0004"]]
 
 

@@ -2,12 +2,15 @@
 
 UEFI firmware puts a newly installed OS ahead of network boot, and then a node never asks
 the master again: a `reinstall` or a rebuild silently boots the old system. So after GRUB
-is in place the agent reads `efibootmgr -v`, and sets BootOrder to the network entries
-(PXE, HTTP boot) as they were ordered, then the entry that boots this disk's ESP, then the
-rest. The master then decides at every boot: its local-boot PXE entry exits, and the
-firmware goes on to the disk. With no entry for the ESP (GRUB goes to the removable path,
-EFI/BOOT/BOOTX64.EFI, without one) the agent makes one, numbered by itself so that a dry run
-lists the same BootOrder a real run sets.
+is in place the agent reads `efibootmgr -v`, and sets BootOrder to the network entry the
+install booted from (BootCurrent), then the entry that boots this disk's ESP, then the other
+network entries (PXE, HTTP boot), then the rest: a local-boot exit from the first goes
+straight to the disk, not through every other NIC entry's DHCP timeout (OVMF alone lists
+four). An install that did not boot from the network (a USB stick) puts all network entries
+first, in their order. The master then decides at every boot: its local-boot PXE entry
+exits, and the firmware goes on to the disk. With no entry for the ESP (GRUB goes to the
+removable path, EFI/BOOT/BOOTX64.EFI, without one) the agent makes one, numbered by itself
+so that a dry run lists the same BootOrder a real run sets.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ LABEL = "Debian (ganeti-installer)"
 NETWORK = re.compile(r"PXE|HTTPv[46]|\bNetwork\b|\bNIC\b|\bIBA\b|\bIPv[46]\b|\bMAC\(|URI\(",
                      re.I)
 ENTRY = re.compile(r"^Boot([0-9A-Fa-f]{4})(\*?) ?(.*)$")
+CURRENT = re.compile(r"^BootCurrent: *([0-9A-Fa-f]{4})\s*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,20 @@ def parse(text: str) -> Tuple[List[str], Dict[str, Entry]]:
     return order, entries
 
 
-def wanted(order: List[str], entries: Dict[str, Entry], disk_entry: str) -> List[str]:
-    """Network entries first (in their order), the disk's entry next, then the rest."""
+def boot_current(text: str) -> Optional[str]:
+    """The entry this boot came from (`BootCurrent:`), if efibootmgr printed one."""
+    m = CURRENT.search(text)
+    return m.group(1).upper() if m else None
+
+
+def wanted(order: List[str], entries: Dict[str, Entry], disk_entry: str,
+           current: Optional[str] = None) -> List[str]:
+    """The network entry we booted from, the disk's entry, the other network entries, the
+    rest; with no network BootCurrent, all network entries (in their order) before the disk."""
     network = network_entries(order, entries)
     rest = [n for n in order if n not in network and n != disk_entry]
+    if current in network:
+        return [current] + [disk_entry] + [n for n in network if n != current] + rest
     return network + [disk_entry] + rest
 
 
@@ -93,7 +107,8 @@ def esp_partition(run: Runner, disk: str) -> Optional[Tuple[int, str]]:
 
 
 def keep_network_first(run: Runner, disk: str) -> None:
-    """BootOrder: network, this disk, the rest; an entry for the disk's ESP if none."""
+    """BootOrder: network, this disk, the rest; an entry for the disk's ESP if none, and
+    none left of ours for an ESP that is gone."""
     out = run.read(["efibootmgr", "-v"], check=False)
     order, entries = parse(out)
     if not entries:     # efivarfs not there, or efibootmgr failed: nothing to go by
@@ -111,13 +126,19 @@ def keep_network_first(run: Runner, disk: str) -> None:
     if esp is None:
         return
     number, partuuid = esp
+    # Our entries for an ESP that is gone (an earlier install's, before this one's new
+    # partition table): each rebuild would leave one more in the firmware's NVRAM.
+    for n in [n for n, e in entries.items() if e.label == LABEL and not e.boots(partuuid)]:
+        run.change(["efibootmgr", "--bootnum", n, "--delete-bootnum"])
+        del entries[n]
+        order = [o for o in order if o != n]
     disk_entry = next((n for n in order if n in entries and entries[n].boots(partuuid)),
                       None) or next((n for n, e in entries.items() if e.boots(partuuid)), None)
     if disk_entry is None:
         disk_entry = free_number(entries)
         run.change(["efibootmgr", "--create", "--bootnum", disk_entry, "--disk", disk,
                     "--part", str(number), "--label", LABEL, "--loader", LOADER])
-    new = wanted(order, entries, disk_entry)
+    new = wanted(order, entries, disk_entry, boot_current(out))
     for n in network:
         if not entries[n].active:   # an inactive entry is skipped by the firmware
             run.change(["efibootmgr", "--bootnum", n, "--active"])
