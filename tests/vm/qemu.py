@@ -20,6 +20,9 @@ import pexpect
 QEMU = "qemu-system-x86_64"
 # What a guest prints once it runs userspace: the kernel names its init (the netboot image),
 # or, for an installed system booted `quiet`, systemd's banner or a login prompt.
+# OVMF's code (read-only) and the empty variable store a new VM's NVRAM starts as: a pair.
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 USERSPACE = re.compile(rb"Run \S+ as init process|Welcome to |\slogin: ")
 
 
@@ -59,6 +62,10 @@ class VM:
     extra: list[str] = field(default_factory=list)          # more QEMU arguments, as given
     nics: list[str] = field(default_factory=lambda: ["user,model=virtio-net-pci"])
     uefi: bool = False
+    # UEFI with this file as its variable store, kept across boots as a PC's NVRAM; no
+    # device gets a bootindex: OVMF would rewrite BootOrder to QEMU's order at every boot,
+    # and the test is that the PC boots by the BootOrder the agent left.
+    nvram: Path | None = None
     pxe: bool = False           # the first NIC boots first (its iPXE ROM), then the disks
     rtc: str | None = None      # the hardware clock's time at power-on (a flat CMOS battery)
     child: pexpect.spawn | None = None
@@ -88,11 +95,17 @@ class VM:
             cmd += ["-initrd", self.initrd] if self.initrd else []
         if self.rtc:
             cmd += ["-rtc", f"base={self.rtc}"]
-        if self.uefi:
+        if self.nvram:
+            if not self.nvram.exists():     # a new PC: the firmware's empty store
+                shutil.copyfile(OVMF_VARS, self.nvram)
+            cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,file={self.nvram}"]
+        elif self.uefi:
             cmd += ["-bios", "/usr/share/ovmf/OVMF.fd"]
         for i, disk in enumerate(self.disks):
+            index = "" if self.nvram else f",bootindex={i + 1}"
             cmd += ["-drive", f"file={disk},if=none,id=disk{i},format=qcow2,cache=unsafe",
-                    "-device", f"virtio-blk-pci,drive=disk{i},serial=disk{i},bootindex={i + 1}"]
+                    "-device", f"virtio-blk-pci,drive=disk{i},serial=disk{i}{index}"]
         if self.usb_disks or self.stick:
             cmd += ["-device", "qemu-xhci,id=xhci"]
         if self.stick:
@@ -103,7 +116,8 @@ class VM:
                     "-device", f"usb-storage,bus=xhci.0,drive=usb{i},removable=on,"
                                f"serial=stick{i}"]
         for i, nic in enumerate(self.nics):
-            cmd += _pxe_nic(nic, i) if self.pxe and i == 0 else ["-nic", nic]
+            pxe = self.pxe and i == 0 and not self.nvram
+            cmd += _pxe_nic(nic, i) if pxe else ["-nic", nic]
         return cmd + self.extra
 
     def start(self) -> VM:
