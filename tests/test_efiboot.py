@@ -45,6 +45,16 @@ def test_ovmf_gets_an_entry_for_the_disk_right_after_the_pxe_it_booted(monkeypat
         CREATE, ["efibootmgr", "--bootorder", "0002,0005,0003,0000,0001,0004"]]
 
 
+@pytest.mark.parametrize("current", ["", "BootCurrent: 0003\n"], ids=["none", "not-in-order"])
+def test_no_lasting_network_bootcurrent_puts_every_network_entry_first(current, monkeypatch):
+    """No BootCurrent line, or a network BootCurrent that BootOrder does not hold (a one-time
+    boot from a firmware menu): no entry is known to stay, so all network entries go first."""
+    efi = OVMF.replace("BootCurrent: 0002\n", current).replace(
+        "BootOrder: 0000,0001,0002,0003,0004", "BootOrder: 0000,0001,0002,0004")
+    assert commands(efi, monkeypatch) == [
+        CREATE, ["efibootmgr", "--bootorder", "0002,0003,0005,0000,0001,0004"]]
+
+
 def test_a_rebuild_drops_our_entry_for_the_esp_it_replaced(monkeypatch):
     """The disk was laid out again: its new ESP has a new partition GUID, and the entry the
     first install made (0005, for the old GUID) goes before the new one is made in its

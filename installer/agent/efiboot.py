@@ -10,7 +10,9 @@ four). An install that did not boot from the network (a USB stick) puts all netw
 first, in their order. The master then decides at every boot: its local-boot PXE entry
 exits, and the firmware goes on to the disk. With no entry for the ESP (GRUB goes to the
 removable path, EFI/BOOT/BOOTX64.EFI, without one) the agent makes one, numbered by itself
-so that a dry run lists the same BootOrder a real run sets.
+so that a dry run lists the same BootOrder a real run sets (on a disk laid out again, a dry
+run, which writes no partition table, still sees the old ESP and lists neither the new
+entry nor the removal of the old one).
 """
 
 from __future__ import annotations
@@ -76,10 +78,13 @@ def boot_current(text: str) -> Optional[str]:
 def wanted(order: List[str], entries: Dict[str, Entry], disk_entry: str,
            current: Optional[str] = None) -> List[str]:
     """The network entry we booted from, the disk's entry, the other network entries, the
-    rest; with no network BootCurrent, all network entries (in their order) before the disk."""
+    rest; with no network BootCurrent in BootOrder, all network entries (in their order)
+    before the disk."""
     network = network_entries(order, entries)
     rest = [n for n in order if n not in network and n != disk_entry]
-    if current in network:
+    # Only a BootCurrent that BootOrder holds: a one-time boot (a firmware menu's pick) may
+    # have no lasting place, and a firmware that drops it would then boot the disk first.
+    if current in network and current in order:
         return [current] + [disk_entry] + [n for n in network if n != current] + rest
     return network + [disk_entry] + rest
 
