@@ -137,6 +137,25 @@ def steal_plan(switch: Switch, master: Master, node, vms: list[VM]) -> tuple[int
 UEFI_NODES = ("node2",)
 
 
+def _installed(vms: list[VM], nodes, timeout: float) -> dict[str, float]:
+    """When each VM said "installed <fqdn>" (monotonic), every console read meanwhile."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(nodes):
+        for vm, node in zip(vms, nodes, strict=True):
+            if node.name in seen:
+                continue
+            line = f"installed {node.fqdn}"
+            got = vm.child.expect([line, pexpect.TIMEOUT, pexpect.EOF], timeout=1)
+            if got == 2:        # ended: powered on again after an early reset, or the log
+                vm.expect(line, timeout=max(deadline - time.monotonic(), 1))
+            if got in (0, 2):
+                seen[node.name] = time.monotonic()
+            elif time.monotonic() > deadline:
+                vm.expect(line, timeout=1)      # fails with the console's tail
+    return seen
+
+
 def pxe_vm(switch: Switch, work: Path, node, port: int, disk: Path, tag: str) -> VM:
     nvram = work / f"{node.name}.OVMF_VARS.fd" if node.name in UEFI_NODES else None
     return VM(f"{node.name}-{tag}", work, memory=2048, cpus=2, disks=[disk],
@@ -168,9 +187,8 @@ def cluster_up(tmp_path_factory):
             installs = [pxe_vm(switch, work, n, i + 1, disks[n.name], "install")
                         for i, n in enumerate(nodes)]
             master.stranger = steal_plan(switch, master, nodes[1], installs)
-            for vm, node in zip(installs, nodes, strict=True):
-                vm.expect(f"installed {node.fqdn}", timeout=1800)
-                master.first_install[node.name] = {"installed": time.monotonic() - powered_on}
+            for name, at in _installed(installs, nodes, timeout=1800).items():
+                master.first_install[name] = {"installed": at - powered_on}
             for vm in installs:
                 vm.child.expect(pexpect.EOF, timeout=300)   # the agent reboots: -no-reboot
                 vm.stop()

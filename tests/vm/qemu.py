@@ -18,11 +18,11 @@ from pathlib import Path
 import pexpect
 
 QEMU = "qemu-system-x86_64"
-# What a guest prints once it runs userspace: the kernel names its init (the netboot image),
-# or, for an installed system booted `quiet`, systemd's banner or a login prompt.
 # OVMF's code (read-only) and the empty variable store a new VM's NVRAM starts as: a pair.
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# What a guest prints once it runs userspace: the kernel names its init (the netboot image),
+# or, for an installed system booted `quiet`, systemd's banner or a login prompt.
 USERSPACE = re.compile(rb"Run \S+ as init process|Welcome to |\slogin: ")
 
 
@@ -58,7 +58,8 @@ class VM:
     append: str | None = None
     disks: list[Path] = field(default_factory=list)
     usb_disks: list[Path] = field(default_factory=list)     # removable: USB sticks
-    stick: Path | None = None   # a raw install stick on USB, booted first (bootindex 0)
+    stick: Path | None = None   # a raw install stick on USB, booted first (bootindex 0;
+                                # with nvram, as its firmware orders it)
     extra: list[str] = field(default_factory=list)          # more QEMU arguments, as given
     nics: list[str] = field(default_factory=lambda: ["user,model=virtio-net-pci"])
     uefi: bool = False
@@ -109,8 +110,9 @@ class VM:
         if self.usb_disks or self.stick:
             cmd += ["-device", "qemu-xhci,id=xhci"]
         if self.stick:
+            index = "" if self.nvram else ",bootindex=0"
             cmd += ["-drive", f"if=none,id=stick,format=raw,file={self.stick}",
-                    "-device", "usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=0"]
+                    "-device", f"usb-storage,bus=xhci.0,drive=stick,removable=on{index}"]
         for i, disk in enumerate(self.usb_disks):
             cmd += ["-drive", f"file={disk},if=none,id=usb{i},format=qcow2,cache=unsafe",
                     "-device", f"usb-storage,bus=xhci.0,drive=usb{i},removable=on,"
