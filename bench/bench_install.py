@@ -53,16 +53,17 @@ class TimedMaster(StandinMaster):
 
 
 def vm_for(work: Path, name: str, disk: Path, mac: str, **kw) -> VM:
-    return VM(name, work, memory=1536, cpus=2, disks=[disk],
-              nics=[f"user,model=virtio-net-pci,mac={mac}"], **kw)
+    kw.setdefault("nics", [f"user,model=virtio-net-pci,mac={mac}"])
+    return VM(name, work, memory=1536, cpus=2, disks=[disk], **kw)
 
 
-def install(work: Path, outdir: Path, cluster, node) -> dict:
+def install(work: Path, outdir: Path, cluster, node, **kw) -> dict:
+    """`kw`: more VM settings for the install and the disk's boot (uefi=True)."""
     disk = make_disk(work / "install.qcow2")
     with TimedMaster(outdir, cluster.provisioning.base_url) as master:
         vm = vm_for(work, "install", disk, node.mac, kernel=str(outdir / "netboot/vmlinuz"),
                     initrd=str(outdir / "netboot/initrd"),
-                    append=f"{CONSOLE} installer.plan={master.url}/plans/{NODE}.json")
+                    append=f"{CONSOLE} installer.plan={master.url}/plans/{NODE}.json", **kw)
         start = time.monotonic()
         vm.start()
         vm.expect(f"installed {node.fqdn}", timeout=1800)
@@ -71,7 +72,7 @@ def install(work: Path, outdir: Path, cluster, node) -> dict:
         reports = [r for _, r in master.reports]
     first = reports[0]["received"] - start
     fetched = FETCHED.search(vm.log_path.read_text(errors="replace"))
-    boot = boot_disk(work, disk, node)
+    boot = boot_disk(work, disk, node, **kw)
     return {"install": end - start, "netboot_boot": first, "disk_boot": boot,
             "fetched": fetched.groups() if fetched else None,
             "stages": stage_times(reports),
@@ -89,8 +90,8 @@ def stage_times(reports: list[dict]) -> list[tuple[str, float]]:
     return out
 
 
-def boot_disk(work: Path, disk: Path, node) -> float:
-    vm = vm_for(work, "boot", disk, node.mac)
+def boot_disk(work: Path, disk: Path, node, **kw) -> float:
+    vm = vm_for(work, "boot", disk, node.mac, **kw)
     start = time.monotonic()
     vm.start()
     try:
