@@ -149,6 +149,7 @@ PLAUSIBLE = {
     "cdinstall": st.booleans(), "nomount": st.booleans(),
     "arch": st.sampled_from(["x86_64", "amd64", "X86", "", "a/b"]),
     "format": st.sampled_from(["raw", "qcow2", "tarball", "tar", "vmdk"]),
+    "build": st.sampled_from(["bookworm", "trixie", "wheezy", "sid", "", "../bookworm"]),
     "file": st.sampled_from(["cluster.toml", "missing.raw", "/dev/zero", "/etc", "",
                              "/proc/self/status", "../x\0y"]),
     "<name>": st.one_of(st.sampled_from(["", "0.0.0.0", "/usr/bin/qemu-system-x86_64"]),

@@ -153,3 +153,51 @@ def test_a_bad_image_names_its_key_and_fix(tmp_path, capsys, image, key, words, 
 def test_an_empty_variant_list_is_refused(tmp_path, capsys):
     _error(tmp_path, capsys, {"instance_image": {"variants": []}}, "instance_image.variants",
            "lists no variant", "leave the key out for the paper's default and cd")
+
+
+@pytest.mark.parametrize("image, key, words, fix", [
+    ({"build": "sid"}, "build", "'sid' is not a release `build` can make an image of (it "
+     "builds bullseye, bookworm, trixie)", "name one of those, or give an image `file`"),
+    ({"build": "wheezy"}, "build", "'wheezy' is not a release `build` can make", "`file`"),
+    ({"build": "bookworm", "file": "disk.raw"}, "file",
+     "an image is either built or taken from a file", "remove file, or build"),
+    ({"build": "bookworm", "format": "qcow2"}, "format",
+     "a built image is a root file system tarball, not 'qcow2'", "leave format out"),
+    ({"build": "bookworm", "arch": "i386"}, "arch", "`build` makes x86_64 images only",
+     "give an image `file` of that architecture"),
+])
+def test_a_bad_built_image_names_its_key_and_fix(tmp_path, capsys, image, key, words, fix):
+    files(tmp_path)
+    data = section()
+    data["images"].append({"name": "built", **image})
+    _error(tmp_path, capsys, {"instance_image": data}, f"instance_image.images[3].{key}",
+           words, fix)
+
+
+@pytest.mark.integration        # render runs grub-mkimage for the PXE tree
+def test_a_built_image_is_placed_by_build_and_kept_by_render(tmp_path, capsys):
+    """`build = "<release>"`: a tarball variant whose file `build` makes (its placing is
+    tested here with a stand-in file; tests/test_instance_image_vm.py builds the real one)."""
+    files(tmp_path)
+    data = example_data()
+    data["instance_image"] = {"images": [{"name": "debian-12", "build": "bookworm"}],
+                              "variants": [{"name": "default", "image": "debian-12"}]}
+    cluster = load(tmp_path, data)
+    (image,) = cluster.instance_image.images
+    assert (image.build, image.format, image.file) == ("bookworm", "tarball", None)
+    plan = render.render_plans(cluster)["node1"]
+    assert node_file(plan, "/etc/ganeti/instance-image/variants/default.conf").splitlines()[1:] \
+        == ['IMAGE_NAME="debian-12"', 'IMAGE_TYPE="tarball"', 'ARCH="x86_64"']
+    assert plan["instance_images"][0]["path"] == \
+        "/var/cache/ganeti-instance-image/debian-12-x86_64.tar"
+    out = tmp_path / "out"
+    render.render(cluster, str(out))                    # not built yet: nothing to place
+    assert not (out / "instance-images").exists()
+    render.render(cluster, str(out), built={"debian-12": str(tmp_path / "root.tar.gz")})
+    placed = out / "instance-images" / "debian-12-x86_64.tar"
+    assert placed.read_bytes() == (tmp_path / "root.tar.gz").read_bytes()
+    assert cli.main(["render", str(tmp_path / "cluster.toml"), str(out)]) == 0, \
+        capsys.readouterr().err
+    assert placed.read_bytes() == (tmp_path / "root.tar.gz").read_bytes()   # kept
+    assert (out / "instance-images/debian-12-x86_64.tar.sha256").read_text().endswith(
+        "  debian-12-x86_64.tar\n")

@@ -30,6 +30,11 @@ def _images(cluster: Cluster, outdir: str, progress) -> dict:
             out.update(images.build_os_image(
                 outdir, release=cluster.release.name, packages=packages, mirror=apt.mirror,
                 security_mirror=apt.security_mirror, proxy=apt.proxy, progress=progress))
+        for image in cluster.instance_image.images:
+            if image.build:
+                out[f"instance:{image.name}"] = images.build_instance_image(
+                    image.build, mirror=apt.mirror, security_mirror=apt.security_mirror,
+                    proxy=apt.proxy, progress=progress)
     except images.ImageError as e:
         raise InstallerError(str(e)) from None
     return out
@@ -54,7 +59,9 @@ def build(cluster: Cluster, outdir: str, *, images: bool = True, progress=print)
     start = time.monotonic()
     artifacts = _images(cluster, outdir, progress) if images else {}
     progress("rendering plans, PXE tree and dnsmasq configuration")
-    written = render.render(cluster, outdir)
+    built = {name.split(":", 1)[1]: a.path for name, a in artifacts.items()
+             if name.startswith("instance:")}
+    written = render.render(cluster, outdir, built=built)
     summary = {
         "cluster": cluster.fqdn, "release": cluster.release.name, "outdir": outdir,
         "seconds": round(time.monotonic() - start, 1),

@@ -423,6 +423,48 @@ def _write_sha256(path: Path) -> None:
     path.with_name(path.name + ".sha256").write_text(f"{sha256_file(path)}  {path.name}\n")
 
 
+# -- instance images -------------------------------------------------------------------------
+
+def build_instance_image(release: str, *, mirror: str, security_mirror: str | None,
+                         proxy: str | None = None, progress=print) -> Artifact:
+    """A Debian release's root for Ganeti instances (`[[instance_image.images]] build`), a
+    gzip tarball in the cache: the image OS definition unpacks it into a partition it makes
+    and installs the tarball's own GRUB. gzip because `tar -x` on every node of every release
+    reads it without a zstd-aware tar."""
+    elements = ["debian-minimal", "ganeti-instance-os"]
+    key = input_key("instance", elements, release=release, mirror=mirror,
+                    security=security_mirror)
+    cached = cache_dir() / f"instance-{release}-{key}"
+    tarball = cached / "root.tar.gz"
+    hit = tarball.exists()
+    if not hit:
+        with dib_lock(progress):
+            if not tarball.exists():
+                probe_mirror(mirror, release)
+                progress(f"building the {release} instance image (diskimage-builder); "
+                         "a few minutes")
+                _build_instance_base(cached, release, elements, mirror, security_mirror,
+                                     proxy, progress)
+    digest = (cached / "root.tar.gz.sha256").read_text().split()[0]
+    return Artifact(str(tarball), tarball.stat().st_size, digest, hit)
+
+
+def _build_instance_base(cached, release, elements, mirror, security_mirror, proxy,
+                         progress):
+    work = cached.with_name(cached.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = _dib_env(release, mirror, security_mirror, proxy, {})
+    tar = _run_dib("instance", elements, work, env, progress)
+    progress(f"  instance: compressing the {release} root")
+    with open(tar, "rb") as src, open(work / "root.tar.gz", "wb") as dst:
+        subprocess.run(["gzip", "-6", "-n", "-c"], stdin=src, stdout=dst, check=True)
+    tar.unlink()
+    _write_sha256(work / "root.tar.gz")
+    shutil.rmtree(cached, ignore_errors=True)
+    os.replace(work, cached)
+
+
 # -- placing cached files --------------------------------------------------------------------
 
 def _place(src: Path, dest: Path) -> Path:

@@ -117,8 +117,9 @@ def _fs_type(path: str) -> str | None:
     return fs
 
 
-def render(cluster: Cluster, outdir: str) -> list[str]:
-    """Render everything but images into OUTDIR; return the paths written (relative)."""
+def render(cluster: Cluster, outdir: str, built: dict[str, str] | None = None) -> list[str]:
+    """Render everything but images into OUTDIR; return the paths written (relative).
+    built: the instance images `build` made, by name (render alone keeps OUTDIR's copies)."""
     from installer.build import (
         dnsmasq,
         pxe,  # the PXE side reads the same model
@@ -132,7 +133,7 @@ def render(cluster: Cluster, outdir: str) -> list[str]:
     stage = tempfile.mkdtemp(prefix=".render-", dir=parent)
     try:
         written = write_plans(plans, stage)
-        written += write_instance_images(cluster, stage)
+        written += write_instance_images(cluster, stage, built or {}, keep_from=outdir)
         written += pxe.render_pxe(cluster, stage, plans=plans)
         # dnsmasq names its TFTP root by absolute path: OUTDIR's, not the stage's.
         written += dnsmasq.render_dnsmasq(cluster, stage, final_outdir=outdir)
@@ -144,18 +145,26 @@ def render(cluster: Cluster, outdir: str) -> list[str]:
     return written
 
 
-def write_instance_images(cluster: Cluster, outdir: str) -> list[str]:
+def write_instance_images(cluster: Cluster, outdir: str, built: dict[str, str] | None = None,
+                          keep_from: str | None = None) -> list[str]:
     """OUTDIR/instance-images/<name>-<arch>.<suffix> and its .sha256, which the nodes check
-    it against (a hard link to the cluster file's image where the file system allows)."""
+    it against (a hard link to the cluster file's image, or to the one `build` made, where the
+    file system allows). A built image that this call was not given stays as keep_from (the
+    OUTDIR of an earlier build) has it, if it does."""
     written = []
     for image in cluster.instance_image.images:
         rel = f"{layout.INSTANCE_IMAGES}/{image.filename}"
+        source = image.file or (built or {}).get(image.name)
+        if source is None and keep_from and os.path.isfile(os.path.join(keep_from, rel)):
+            source = os.path.join(keep_from, rel)
+        if source is None:          # built by `build`, which has not run yet
+            continue
         target = os.path.join(outdir, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
-            os.link(image.file, target)
+            os.link(source, target)
         except OSError:
-            shutil.copyfile(image.file, target)
+            shutil.copyfile(source, target)
         os.chmod(target, 0o644)
         _write(target + ".sha256", f"{_sha256(target)}  {image.filename}\n")
         written += [rel, rel + ".sha256"]

@@ -2,8 +2,10 @@
 `gnt-os list` shows as image+<variant>) and the instance images the nodes get.
 
 Without the section a cluster gets the paper's variants: `default` and `cd` (CDINSTALL and
-NOMOUNT "yes", section 2.12). An image is a file beside the cluster file that render copies
-into OUTDIR with its sha256 and every node fetches into the image directory at install.
+NOMOUNT "yes", section 2.12). An image is a file beside the cluster file (`file`), or a Debian
+release that `build` makes with diskimage-builder (`build`: a root file system tarball, which
+the OS definition gives a partition table and GRUB). render copies it into OUTDIR with its
+sha256, and every node fetches it into the image directory at install.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class InstanceImage:
     name: str
     arch: str
     format: str             # raw, qcow2 or tarball: the OS definition's IMAGE_TYPE
-    file: str               # on the build host, absolute
+    file: str | None        # on the build host, absolute; None for a built one until built
+    build: str | None = None    # the Debian release `build` makes it of
 
     @property
     def filename(self) -> str:
@@ -132,11 +135,42 @@ def _images(r: Reader) -> list[InstanceImage]:
             r.error(f"{k}.arch", f"{quote(arch)} is not an architecture name",
                     'write e.g. arch = "x86_64"')
             arch = None
+        if r.present(f"{k}.build"):
+            release = _buildable(r, k, arch)
+            if name and arch and release:
+                out.append(InstanceImage(name, arch, "tarball", None, release))
+            continue
         fmt = r.choice(f"{k}.format", FORMATS)
         path = _file(r, f"{k}.file", fmt)
         if name and arch and fmt and path:
             out.append(InstanceImage(name, arch, fmt, path))
     return out
+
+
+def _buildable(r: Reader, k: str, arch: str | None) -> str | None:
+    """The release of a `build` image, which diskimage-builder makes as a root tarball."""
+    from installer.cluster.releases import RELEASES
+    release = r.string(f"{k}.build", what="a Debian release name")
+    ok = [n for n, rel in RELEASES.items() if not rel.archived]
+    if release is not None and release not in ok:
+        r.error(f"{k}.build", f"{quote(release)} is not a release `build` can make an image "
+                f"of (it builds {', '.join(ok)})", "name one of those, or give an image "
+                "`file` instead" + r.did_you_mean(release, ok))
+        release = None
+    if r.present(f"{k}.file"):
+        r.error(f"{k}.file", "an image is either built or taken from a file",
+                "remove file, or build")
+        release = None
+    fmt = r.string(f"{k}.format", default=None, what="an image format")
+    if fmt not in (None, "tarball"):
+        r.error(f"{k}.format", f"a built image is a root file system tarball, not {quote(fmt)}",
+                "leave format out (or write \"tarball\")")
+        release = None
+    if arch is not None and arch != "x86_64":
+        r.error(f"{k}.arch", f"`build` makes x86_64 images only, not {quote(arch)}",
+                "leave arch out, or give an image `file` of that architecture")
+        release = None
+    return release
 
 
 def _file(r: Reader, key: str, fmt: str | None) -> str | None:

@@ -30,7 +30,7 @@ SCHEMA = {
     "hypervisor": {"kvm": {str: str}},
     "instance_image": {
         "variants": [{"name": str, "image": str, "cdinstall": bool, "nomount": bool}],
-        "images": [{"name": str, "arch": str, "format": str, "file": str}],
+        "images": [{"name": str, "arch": str, "format": str, "file": str, "build": str}],
     },
 }
 
