@@ -3,20 +3,23 @@
 partition made here (an MBR written by this module, ext4 at 1 MiB, mounted through a loop
 device at that offset, so a DRBD device, whose partitions the kernel never lists, works too).
 
-A tarball instance gets no boot loader: it boots with the hypervisor's kernel (kernel_path)
-or a boot loader of its own; raw and qcow2 images carry theirs.
+A tarball that carries a kernel and GRUB for BIOS (as `build`'s Debian images do) gets that
+GRUB in the MBR and its grub.cfg (install_grub). Another tarball gets no boot loader: it boots
+with the hypervisor's kernel (kernel_path). Raw and qcow2 images carry theirs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import struct
 import subprocess
 import tempfile
 import uuid
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 SECTOR = 512
 PART_START = 1 << 20                   # 1 MiB, where partitioning tools start
@@ -98,16 +101,123 @@ def write_tarball(image: str, disk: str, fstype: str, hostname: str,
         try:
             run(["tar", "-x", "-p", "--numeric-owner", "-f", image, "-C", mnt], log)
             _configure(mnt, fs_uuid, fstype, hostname)
+            if _has_grub(mnt):
+                install_grub(disk, mnt, fs_uuid, log)
+            else:
+                log("the image has no kernel and GRUB of its own: no boot loader written "
+                    "(boot it with the hypervisor's kernel_path)")
         finally:
             run(["umount", mnt], log)
     finally:
         os.rmdir(mnt)
 
 
+def _has_grub(root: str) -> bool:
+    """The unpacked root can boot itself: a kernel, grub-mkimage and GRUB's BIOS modules."""
+    return bool(_kernels(root)) and os.path.isfile(os.path.join(root, GRUB_MKIMAGE)) \
+        and os.path.isfile(os.path.join(root, GRUB_BIOS, "boot.img"))
+
+
+GRUB_MKIMAGE = "usr/bin/grub-mkimage"
+GRUB_BIOS = "usr/lib/grub/i386-pc"
+BOOT_CODE = 440                 # boot.img's bytes before the disk signature and the table
+
+
+def _kernels(root: str) -> List[str]:
+    """The root's kernel versions, oldest first."""
+    boot = os.path.join(root, "boot")
+    names = os.listdir(boot) if os.path.isdir(boot) else []
+    versions = [n[len("vmlinuz-"):] for n in names if n.startswith("vmlinuz-")]
+    return sorted(versions, key=lambda v: [int(x) if x.isdigit() else x
+                                           for x in re.split(r"(\d+)", v)])
+
+
+def install_grub(disk: str, root: str, fs_uuid: str, log: Callable[[str], None]) -> None:
+    """The root's own GRUB for BIOS, as grub-install lays it out but with no device probing
+    (which needs the partition as a device of its own: a DRBD device shows none): core.img
+    made by the root's grub-mkimage finds the file system by its UUID; boot.img's code goes
+    into the MBR before the partition table, core.img into the gap before 1 MiB (where
+    boot.img and core.img look for each other by default); the modules and a grub.cfg from
+    the root's /etc/default/grub go to /boot/grub. `update-grub` in the instance later
+    rewrites that grub.cfg from the same settings."""
+    grub = os.path.join(root, "boot/grub")
+    shutil.copytree(os.path.join(root, GRUB_BIOS), os.path.join(grub, "i386-pc"),
+                    dirs_exist_ok=True)
+    early = os.path.join(root, "boot/grub/i386-pc/early.cfg")
+    with open(early, "w", encoding="utf-8") as f:
+        f.write(f"search.fs_uuid {fs_uuid} root\nset prefix=($root)/boot/grub\n")
+    run(["chroot", root, "grub-mkimage", "-O", "i386-pc", "-d", "/" + GRUB_BIOS,
+         "-c", "/boot/grub/i386-pc/early.cfg", "-p", "/boot/grub",
+         "-o", "/boot/grub/i386-pc/core.img", "biosdisk", "part_msdos", "ext2",
+         "search_fs_uuid"], log)
+    with open(os.path.join(grub, "i386-pc/core.img"), "rb") as f:
+        core = f.read()
+    if len(core) > PART_START - SECTOR:
+        raise DiskError(f"the image's GRUB core is {len(core)} bytes: more than the "
+                        f"{PART_START - SECTOR} before the partition")
+    with open(os.path.join(root, GRUB_BIOS, "boot.img"), "rb") as f:
+        boot = f.read(BOOT_CODE)
+    with open(disk, "r+b") as f:
+        f.write(boot)
+        f.seek(SECTOR)
+        f.write(core)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(os.path.join(grub, "grub.cfg"), "w", encoding="utf-8") as f:
+        f.write(grub_cfg(root, fs_uuid))
+    log(f"GRUB written to {disk}, booting {_kernels(root)[-1]}")
+
+
+def grub_cfg(root: str, fs_uuid: str) -> str:
+    """A grub.cfg for the newest kernel, with the root's GRUB settings (terminal, timeout,
+    kernel command line) as update-grub would apply them."""
+    conf = _shell_assignments(os.path.join(root, "etc/default/grub"))
+    version = _kernels(root)[-1]
+    cmdline = " ".join(x for x in (conf.get("GRUB_CMDLINE_LINUX", ""),
+                                   conf.get("GRUB_CMDLINE_LINUX_DEFAULT", "")) if x)
+    lines = ["# Written by the image OS definition at create; update-grub in the instance",
+             "# writes it anew from /etc/default/grub.",
+             f"set timeout={conf.get('GRUB_TIMEOUT', '5')}", "insmod part_msdos",
+             "insmod ext2"]
+    terminal = conf.get("GRUB_TERMINAL", "")
+    if "serial" in terminal.split():
+        lines += [conf.get("GRUB_SERIAL_COMMAND", "serial"), f"terminal_input {terminal}",
+                  f"terminal_output {terminal}"]
+    lines += [f"search --no-floppy --fs-uuid --set=root {fs_uuid}",
+              f"menuentry '{conf.get('GRUB_DISTRIBUTOR', 'Debian')} GNU/Linux, {version}' {{",
+              f"    linux /boot/vmlinuz-{version} root=UUID={fs_uuid} ro {cmdline}".rstrip()]
+    if os.path.exists(os.path.join(root, f"boot/initrd.img-{version}")):
+        lines.append(f"    initrd /boot/initrd.img-{version}")
+    return "\n".join(lines + ["}", ""])
+
+
+def _shell_assignments(path: str) -> dict:
+    """KEY=value lines of a shell settings file, unquoted (nothing is run)."""
+    out: Dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        if len(words) == 1 and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0], re.S):
+            key, _, value = words[0].partition("=")
+            out[key] = value
+    return out
+
+
 def _configure(root: str, fs_uuid: str, fstype: str, hostname: str) -> None:
-    """What an unpacked root needs to be this instance: its fstab and its name."""
+    """What an unpacked root needs to be this instance: its fstab, its name, and the mount
+    points that root tarballs leave out (diskimage-builder's among them)."""
     etc = os.path.join(root, "etc")
     os.makedirs(etc, exist_ok=True)
+    for point in ("proc", "sys", "dev", "run", "tmp"):
+        os.makedirs(os.path.join(root, point), exist_ok=True)
+    os.chmod(os.path.join(root, "tmp"), 0o1777)
     with open(os.path.join(etc, "fstab"), "w", encoding="utf-8") as f:
         f.write(f"# Written by the image OS definition.\nUUID={fs_uuid}\t/\t{fstype}\t"
                 "errors=remount-ro\t0\t1\n")
