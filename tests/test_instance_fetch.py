@@ -90,3 +90,34 @@ def test_a_dry_run_lists_the_image_and_writes_nothing(served):
     instancefetch.fetch_all(plan, str(root), run, waiter())
     assert run.files.written == [str(root / "var/cache/ganeti-instance-image/tiny-x86_64.raw")]
     assert not root.exists()
+
+
+def _stick_plan(tmp_path, data: bytes, checksum: str) -> dict:
+    """An image on the mounted stick (usb.stick_plan's stick_path); its URL leads nowhere."""
+    stick = tmp_path / "stick" / "instance-images"
+    stick.mkdir(parents=True)
+    (stick / "tiny-x86_64.raw").write_bytes(data)
+    (stick / "tiny-x86_64.raw.sha256").write_text(f"{checksum}  tiny-x86_64.raw\n")
+    url = "http://192.0.2.1:8080/instance-images/tiny-x86_64.raw"   # TEST-NET: unreachable
+    return {"instance_images": [{"url": url, "checksum_url": url + ".sha256",
+                                 "path": "/var/cache/ganeti-instance-image/tiny-x86_64.raw",
+                                 "stick_path": str(stick / "tiny-x86_64.raw")}]}
+
+
+def test_an_install_from_a_stick_copies_the_image_from_it(tmp_path):
+    plan = _stick_plan(tmp_path, IMAGE, hashlib.sha256(IMAGE).hexdigest())
+    root = tmp_path / "root"
+    assert instancefetch.fetch_all(plan, str(root), Runner(), waiter()) == \
+        ["/var/cache/ganeti-instance-image/tiny-x86_64.raw"]
+    assert (root / "var/cache/ganeti-instance-image/tiny-x86_64.raw").read_bytes() == IMAGE
+    assert (root / "var/cache/ganeti-instance-image/tiny-x86_64.raw.sha256").read_text() == \
+        f"{hashlib.sha256(IMAGE).hexdigest()}  tiny-x86_64.raw\n"
+
+
+def test_a_corrupt_image_on_the_stick_is_not_kept(tmp_path):
+    plan = _stick_plan(tmp_path, IMAGE, "0" * 64)
+    root = tmp_path / "root"
+    with pytest.raises(InstallError, match=r"stick/instance-images/tiny-x86_64.raw has sha256 "
+                       r"[0-9a-f]{64}, its checksum file says 0{64}: make the stick again"):
+        instancefetch.fetch_all(plan, str(root), Runner(), waiter())
+    assert not list((root / "var/cache/ganeti-instance-image").iterdir())

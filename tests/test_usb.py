@@ -88,6 +88,33 @@ def test_stick_plan_reads_the_image_from_the_stick_and_carries_the_token(made):
     assert plan["report"]["token"] == "token-of-node2"
 
 
+def test_the_stick_carries_the_instance_images_and_its_plans_read_them_from_it(tmp_path):
+    """No network during a stick install: the cluster file's instance images go on the
+    stick, and each plan names the stick's copy (the URL stays, for a PXE install)."""
+    out = fake_outdir(tmp_path / "out")
+    (out / "instance-images").mkdir()
+    (out / "instance-images/debian-12-x86_64.tar").write_bytes(b"tar" * 100)
+    (out / "instance-images/debian-12-x86_64.tar.sha256").write_text("0" * 64 + "  x\n")
+    plans = plans_with_tokens()
+    for plan in plans.values():
+        plan["instance_images"] = [{
+            "url": "http://10.99.0.1:8080/instance-images/debian-12-x86_64.tar",
+            "checksum_url": "http://10.99.0.1:8080/instance-images/debian-12-x86_64.tar.sha256",
+            "path": "/var/cache/ganeti-instance-image/debian-12-x86_64.tar"}]
+    contents = usb.contents(str(out), plans)
+    assert contents.files["instance-images/debian-12-x86_64.tar"] == \
+        str(out / "instance-images/debian-12-x86_64.tar")
+    assert "instance-images/debian-12-x86_64.tar.sha256" in contents.files
+    plan = json.loads(contents.files[f"{rules.STICK_DIR}/plans/node2.json"])
+    assert planschema.check(plan) == []
+    assert plan["instance_images"][0]["stick_path"] == \
+        f"{rules.STICK_MOUNT}/instance-images/debian-12-x86_64.tar"
+    (out / "instance-images/debian-12-x86_64.tar").unlink()
+    with pytest.raises(InstallerError, match="debian-12-x86_64.tar is missing: the stick "
+                       "carries it"):
+        usb.contents(str(out), plans)
+
+
 @pytest.mark.integration
 def test_grub_has_an_entry_by_mac_and_one_per_node(made):
     image, _, contents = made

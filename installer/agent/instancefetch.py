@@ -16,6 +16,7 @@ import requests
 
 from installer.agent import retry
 from installer.agent.imagefetch import InstallError
+from installer.agent.osinstall import local_sha256
 from installer.agent.proc import Runner
 
 CHUNK = 1 << 20
@@ -33,8 +34,10 @@ def fetch_all(plan: dict, root: str, run: Runner,
 
 
 def fetch(item: dict, dest: str, run: Runner, waiter: retry.Waiter) -> bool:
-    """Whether it had to be fetched. InstallError when it cannot be had whole."""
-    want = _checksum(item["checksum_url"], waiter)
+    """Whether it had to be fetched. InstallError when it cannot be had whole. An install
+    from a stick copies the stick's file (stick_path): no network."""
+    local = item.get("stick_path")
+    want = local_sha256(local + ".sha256") if local else _checksum(item["checksum_url"], waiter)
     if run.dry_run:
         run.files.write(dest, "")
         return True
@@ -42,19 +45,38 @@ def fetch(item: dict, dest: str, run: Runner, waiter: retry.Waiter) -> bool:
         return False
     part = dest + ".part"
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    try:
-        waiter.run(f"the instance image {item['url']}", lambda: _attempt(item["url"], part),
-                   progress=lambda: os.path.getsize(part) if os.path.exists(part) else 0)
-    except (retry.GaveUp, retry.HTTPStatus) as e:
-        raise InstallError(f"cannot fetch the instance image {item['url']}: {e}") from e
+    if local:
+        _copy(local, part)
+    else:
+        try:
+            waiter.run(f"the instance image {item['url']}",
+                       lambda: _attempt(item["url"], part),
+                       progress=lambda: os.path.getsize(part) if os.path.exists(part) else 0)
+        except (retry.GaveUp, retry.HTTPStatus) as e:
+            raise InstallError(f"cannot fetch the instance image {item['url']}: {e}") from e
     got = sha256(part)
     if got != want:
         os.remove(part)
-        raise InstallError(f"the instance image {item['url']} has sha256 {got}, its checksum "
-                           f"file says {want}: render again on the build host")
+        raise InstallError(f"the instance image {local or item['url']} has sha256 {got}, its "
+                           f"checksum file says {want}: "
+                           + ("make the stick again" if local else
+                              "render again on the build host"))
     os.replace(part, dest)
     run.files.write(dest + ".sha256", f"{want}  {os.path.basename(dest)}\n", 0o644)
     return True
+
+
+def _copy(src: str, part: str) -> None:
+    try:
+        with open(src, "rb") as f, open(part, "wb") as out:
+            while True:
+                block = f.read(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+    except OSError as e:
+        raise InstallError(f"cannot copy the instance image {src} from the stick: "
+                           f"{e.strerror}; the stick may be failing") from None
 
 
 def _checksum(url: str, waiter: retry.Waiter) -> str:

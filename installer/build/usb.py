@@ -8,6 +8,7 @@ installs them from the plans and OS image it carries, with no master and no netw
            boot/grub/grub.cfg       one entry by MAC, one per node
            netboot/vmlinuz, initrd  the netboot image
            images/<release>.ext4.zst(.sha256)   the OS image
+           instance-images/<file>(.sha256)      the cluster file's instance images
            ganeti-installer/index.json          MAC -> node
            ganeti-installer/plans/<node>.json   each node's plan with its report token
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 from installer.agent import rules
 from installer.cluster.errors import InstallerError
+from installer.cluster.layout import INSTANCE_IMAGES
 
 MiB = 1 << 20
 SECTOR = 512
@@ -87,12 +89,19 @@ def fs_uuid(volume_id: str) -> str:
 # -- what goes on it -------------------------------------------------------------------------
 
 def stick_plan(plan: dict) -> dict:
-    """The plan as the stick carries it: the OS image read from the mounted stick."""
+    """The plan as the stick carries it: the OS image and the instance images read from the
+    mounted stick."""
     plan = json.loads(json.dumps(plan))
     image = plan["install"].get("image")
     if image:
         image["path"] = f"{rules.STICK_MOUNT}/images/{os.path.basename(image['url'])}"
+    for item in plan.get("instance_images", []):
+        item["stick_path"] = f"{rules.STICK_MOUNT}/{_instance_rel(item)}"
     return plan
+
+
+def _instance_rel(item: dict) -> str:
+    return f"{INSTANCE_IMAGES}/{os.path.basename(item['url'])}"
 
 
 def contents(outdir: str, plans: dict[str, dict]) -> Stick:
@@ -105,6 +114,10 @@ def contents(outdir: str, plans: dict[str, dict]) -> Stick:
         image = plan["install"].get("image")
         if image:
             rel = f"images/{os.path.basename(image['url'])}"
+            files[rel] = _need(outdir, rel)
+            files[rel + ".sha256"] = _need(outdir, rel + ".sha256")
+        for item in plan.get("instance_images", []):
+            rel = _instance_rel(item)
             files[rel] = _need(outdir, rel)
             files[rel + ".sha256"] = _need(outdir, rel + ".sha256")
         files[f"{rules.STICK_DIR}/plans/{name}.json"] = \
