@@ -10,7 +10,11 @@ The LAN: network namespaces on one bridge (tests/isolan.py), each link shaped wi
 (for scp) and gets a uftpd per transfer; its /iso is a tmpfs directory, standing in for the
 node's own disk. All nodes share this machine's cores: the checksums that real nodes
 compute each on their own CPU here queue for the same two, so "ours" includes that wait;
-"ours, transfer" is the multicast alone.
+"ours, transfer" is the multicast alone. So does the packet work: every multicast packet is
+copied by the bridge to N veths, shaped N times and taken in by N uftpd, all on the same
+cores, which real nodes each do on their own. "idle" is this machine's idle CPU during the
+multicast: near 0 % means the figure measures this machine, not the network; a lower --mbit
+(an office's 100 Mbit/s switch) shows the scaling where the cores keep up.
 """
 
 from __future__ import annotations
@@ -69,8 +73,15 @@ def scp_one_after_another(lan: Lan, hosts, key: str, path: str) -> float:
     return time.monotonic() - start
 
 
-def ours(lan: Lan, hosts, iso: isos.Iso, work: Path) -> tuple[float, float]:
-    """(all done: received, checksummed, renamed; the multicast alone)."""
+def cpu_idle() -> tuple[int, int]:
+    """(idle and iowait jiffies, all jiffies) of this machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def ours(lan: Lan, hosts, iso: isos.Iso, work: Path) -> tuple[float, float, float]:
+    """(all done: received, checksummed, renamed; the multicast alone; idle CPU share
+    during the multicast)."""
     shells = [NetnsShell(h.name, h.address, h.root, netns=h.netns) for h in hosts]
     # uftp at 90 % of the link, as serve's default is for a gigabit LAN.
     opts = multicast.Options(lan.sender.address, rate_mbps=lan.mbit * 9 // 10,
@@ -78,10 +89,11 @@ def ours(lan: Lan, hosts, iso: isos.Iso, work: Path) -> tuple[float, float]:
     for shell in shells:        # what a previous round left
         Path(shell.root, iso.name).unlink(missing_ok=True)
         Path(shell.root, ".incoming").mkdir(exist_ok=True)
-    sent = time.monotonic()
+    sent, (idle0, all0) = time.monotonic(), cpu_idle()
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         multicast_alone = multicast.send(iso.path, iso.name, shells, opts, tmp)
         transfer = time.monotonic() - sent
+        idle1, all1 = cpu_idle()
         assert all(v is None for v in multicast_alone.values()), multicast_alone
     for shell in shells:
         Path(shell.root, ".incoming", iso.name).unlink(missing_ok=True)
@@ -93,7 +105,7 @@ def ours(lan: Lan, hosts, iso: isos.Iso, work: Path) -> tuple[float, float]:
     bad = [r for r in results if not r.ok or "multicast" not in r.message]
     if bad:
         print(f"  warning: {bad}")
-    return took, transfer
+    return took, transfer, (idle1 - idle0) / max(1, all1 - all0)
 
 
 def main() -> int:
@@ -125,13 +137,14 @@ def main() -> int:
                 print(f"one scp to one node: {one:.1f} s "
                       f"({args.size_mib * 8.388608 / one:.0f} Mbit/s)")
                 print(f"{'N':>3} {'scp one by one':>15} {'ours':>8} {'ours, transfer':>15} "
-                      f"{'scp/ours':>9} {'ours/one copy':>14}")
+                      f"{'scp/ours':>9} {'ours/one copy':>14} {'idle':>5}")
                 for n in counts:
                     hosts = lan.receivers[:n]
                     scp = scp_one_after_another(lan, hosts, key, str(source))
-                    total, transfer = ours(lan, hosts, iso, work)
+                    total, transfer, idle = ours(lan, hosts, iso, work)
                     print(f"{n:>3} {scp:>14.1f}s {total:>7.1f}s {transfer:>14.1f}s "
-                          f"{scp / total:>9.2f} {total / one:>14.2f}", flush=True)
+                          f"{scp / total:>9.2f} {total / one:>14.2f} {idle:>5.0%}",
+                          flush=True)
             finally:
                 for proc in procs:
                     proc.terminate()
