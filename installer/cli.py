@@ -10,7 +10,7 @@ import time
 from typing import NoReturn
 
 from installer.agent.version import __version__
-from installer.cluster import config
+from installer.cluster import config, layout
 from installer.cluster.errors import ConfigError, ConfigInvalid, InstallerError, escape
 
 
@@ -70,6 +70,11 @@ def cmd_render(args) -> int:
     start = time.monotonic()
     written = render.render(cluster, args.outdir)
     took = time.monotonic() - start
+    for image in cluster.instance_image.images:
+        if image.build and f"{layout.INSTANCE_IMAGES}/{image.filename}" not in written:
+            print(f"warning: instance image {image.name} is made by `build` (build = "
+                  f"\"{image.build}\"), which has not run into {args.outdir}: run "
+                  "ganeti-installer build, or nodes wait for it at install", file=sys.stderr)
     if args.json:
         print(json.dumps({"outdir": args.outdir, "files": written, "seconds": round(took, 3)},
                          indent=2))

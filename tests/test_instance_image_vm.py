@@ -11,6 +11,7 @@ an emulator inside an emulator.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def test_a_built_image_boots_to_a_login_prompt(osdef, tmp_path, built_tarball): 
     with open(disk, "rb") as f:
         mbr = f.read(512)
     assert b"GRUB" in mbr[:440], "no GRUB boot code in the MBR"
-    grub_cfg = _read_from_partition(disk, tmp_path / "mnt", "boot/grub/grub.cfg")
+    grub_cfg, resolv = _from_partition(disk, tmp_path / "mnt")
+    assert resolv == "../run/systemd/resolve/stub-resolv.conf"     # DHCP's DNS, not the build's
     uuid = subprocess.run(["blkid", "-p", "-O", str(MiB), "-o", "value", "-s", "UUID",
                            str(disk)], capture_output=True, text=True).stdout.strip()
     assert f"root=UUID={uuid}" in grub_cfg and "console=ttyS0" in grub_cfg, grub_cfg
@@ -76,11 +78,12 @@ def test_a_built_image_boots_to_a_login_prompt(osdef, tmp_path, built_tarball): 
         vm.stop()
 
 
-def _read_from_partition(disk: Path, mnt: Path, path: str) -> str:
-    """A file of the root file system in partition 1 (at 1 MiB), mounted read-only."""
+def _from_partition(disk: Path, mnt: Path) -> tuple[str, str]:
+    """From the root file system in partition 1 (at 1 MiB), mounted read-only: grub.cfg and
+    where /etc/resolv.conf points."""
     mnt.mkdir()
     subprocess.run(["mount", "-o", f"ro,loop,offset={MiB}", str(disk), str(mnt)], check=True)
     try:
-        return (mnt / path).read_text()
+        return (mnt / "boot/grub/grub.cfg").read_text(), os.readlink(mnt / "etc/resolv.conf")
     finally:
         subprocess.run(["umount", str(mnt)], check=True)

@@ -191,8 +191,10 @@ def test_a_built_image_is_placed_by_build_and_kept_by_render(tmp_path, capsys):
     assert plan["instance_images"][0]["path"] == \
         "/var/cache/ganeti-instance-image/debian-12-x86_64.tar"
     out = tmp_path / "out"
-    render.render(cluster, str(out))                    # not built yet: nothing to place
-    assert not (out / "instance-images").exists()
+    assert cli.main(["render", str(tmp_path / "cluster.toml"), str(out)]) == 0
+    assert not (out / "instance-images").exists()       # not built yet: nothing to place
+    assert "warning: instance image debian-12 is made by `build` (build = \"bookworm\"), " \
+        f"which has not run into {out}: run ganeti-installer build" in capsys.readouterr().err
     render.render(cluster, str(out), built={"debian-12": str(tmp_path / "root.tar.gz")})
     placed = out / "instance-images" / "debian-12-x86_64.tar"
     assert placed.read_bytes() == (tmp_path / "root.tar.gz").read_bytes()

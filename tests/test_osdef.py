@@ -218,6 +218,25 @@ def test_a_tarball_is_unpacked_into_a_partition_of_its_own(osdef, tmp_path, loop
 
 
 @pytest.mark.integration
+def test_a_tarball_whose_symlink_leads_out_of_its_root_is_refused(osdef, tmp_path, loop):
+    """create writes into the unpacked root (fstab, hostname, GRUB): a tarball's `etc`
+    pointing at an absolute path must not make it write into the node's own /etc."""
+    outside = tmp_path / "node-etc"
+    outside.mkdir()
+    tar = tmp_path / "root.tar"
+    with tarfile.open(tar, "w") as t:
+        info = tarfile.TarInfo("etc")
+        info.type, info.linkname = tarfile.SYMTYPE, str(outside)
+        t.addfile(info)
+    image(tmp_path, "root", "tar", tar.read_bytes())
+    variant(osdef, "t", 'IMAGE_NAME="root"\nIMAGE_TYPE="tarball"\n', tmp_path)
+    done = run_os(osdef, "create", create_env(loop, "t"))
+    assert done.returncode != 0
+    assert f"the image's /etc leads out of its root (to {outside})" in done.stderr.decode()
+    assert not list(outside.iterdir())
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("setup, message", [
     (lambda tmp: None, "tiny-x86_64.raw: no such instance image (variant tiny"),
     (lambda tmp: image(tmp, "tiny", "raw", b"x" * 4096).with_suffix(".raw.sha256")

@@ -45,7 +45,8 @@ def test_the_wheel_carries_the_data_trees(installed, tmp_path):
             "'ganeti-netboot/post-install.d/50-netboot-system'), os.X_OK), "
             "sorted(os.listdir(r.PRESEED)), images.ELEMENTS.is_dir())")
     out = run(installed, tmp_path, code)
-    assert out.strip() == "['ganeti-instance-os', 'ganeti-netboot', 'ganeti-node-os'] True ['modern', 'wheezy'] True"
+    assert out.strip() == ("['ganeti-instance-os', 'ganeti-netboot', 'ganeti-node-os'] True "
+                           "['modern', 'wheezy'] True")
 
 
 def test_an_installed_package_renders_a_cluster(installed, tmp_path):

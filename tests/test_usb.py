@@ -109,6 +109,11 @@ def test_the_stick_carries_the_instance_images_and_its_plans_read_them_from_it(t
     assert planschema.check(plan) == []
     assert plan["instance_images"][0]["stick_path"] == \
         f"{rules.STICK_MOUNT}/instance-images/debian-12-x86_64.tar"
+    os.truncate(out / "instance-images/debian-12-x86_64.tar", 1 << 32)     # sparse
+    with pytest.raises(InstallerError, match=r"debian-12-x86_64.tar is 4 GiB or more, more "
+                       r"than a file on the stick's FAT32 can hold: give that "
+                       r"\[\[instance_image.images\]\] entry as qcow2 or a tarball"):
+        usb.contents(str(out), plans)
     (out / "instance-images/debian-12-x86_64.tar").unlink()
     with pytest.raises(InstallerError, match="debian-12-x86_64.tar is missing: the stick "
                        "carries it"):

@@ -67,16 +67,29 @@ def fetch(item: dict, dest: str, run: Runner, waiter: retry.Waiter) -> bool:
 
 
 def _copy(src: str, part: str) -> None:
-    try:
-        with open(src, "rb") as f, open(part, "wb") as out:
+    """The stick's file into the part file; a read error blames the stick, a write error
+    the node's disk."""
+    with open(part, "wb") as out:
+        try:
+            f = open(src, "rb")
+        except OSError as e:
+            raise InstallError(f"cannot read the instance image {src} on the stick: "
+                               f"{e.strerror}; make the stick again") from None
+        with f:
             while True:
-                block = f.read(CHUNK)
+                try:
+                    block = f.read(CHUNK)
+                except OSError as e:
+                    raise InstallError(f"cannot read the instance image {src} on the stick: "
+                                       f"{e.strerror}; the stick may be failing") from None
                 if not block:
                     break
-                out.write(block)
-    except OSError as e:
-        raise InstallError(f"cannot copy the instance image {src} from the stick: "
-                           f"{e.strerror}; the stick may be failing") from None
+                try:
+                    out.write(block)
+                except OSError as e:
+                    raise InstallError(f"cannot write {part}: {e.strerror}") from None
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _checksum(url: str, waiter: retry.Waiter) -> str:

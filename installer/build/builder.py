@@ -7,7 +7,7 @@ import os
 import time
 
 from installer.build import render
-from installer.cluster import sizes
+from installer.cluster import layout, sizes
 from installer.cluster.config import Cluster
 from installer.cluster.errors import InstallerError
 
@@ -62,6 +62,12 @@ def build(cluster: Cluster, outdir: str, *, images: bool = True, progress=print)
     built = {name.split(":", 1)[1]: a.path for name, a in artifacts.items()
              if name.startswith("instance:")}
     written = render.render(cluster, outdir, built=built)
+    for image in cluster.instance_image.images:    # the placed copy, not the cache's
+        if image.build:
+            placed = os.path.join(outdir, layout.INSTANCE_IMAGES, image.filename)
+            a = artifacts[f"instance:{image.name}"]
+            artifacts[f"instance:{image.name}"] = a.__class__(placed, a.size, a.sha256,
+                                                              a.cached)
     summary = {
         "cluster": cluster.fqdn, "release": cluster.release.name, "outdir": outdir,
         "seconds": round(time.monotonic() - start, 1),

@@ -37,6 +37,7 @@ from installer.cluster.layout import INSTANCE_IMAGES
 
 MiB = 1 << 20
 SECTOR = 512
+FAT32_FILE_LIMIT = 1 << 32
 LABEL = rules.STICK_LABEL
 BIOS_START, BIOS_SECTORS = 2048, 2048         # partition 1: 1 MiB at 1 MiB
 ESP_START = BIOS_START + BIOS_SECTORS          # partition 2 from 2 MiB on
@@ -118,8 +119,14 @@ def contents(outdir: str, plans: dict[str, dict]) -> Stick:
             files[rel + ".sha256"] = _need(outdir, rel + ".sha256")
         for item in plan.get("instance_images", []):
             rel = _instance_rel(item)
-            files[rel] = _need(outdir, rel)
+            path = files[rel] = _need(outdir, rel)
             files[rel + ".sha256"] = _need(outdir, rel + ".sha256")
+            if os.path.getsize(path) >= FAT32_FILE_LIMIT:
+                raise InstallerError(
+                    f"{path} is 4 GiB or more, more than a file on the stick's FAT32 "
+                    "can hold: give that [[instance_image.images]] entry as qcow2 or a "
+                    "tarball, or leave it out of the cluster file the stick is made from "
+                    "(nodes installed over the network fetch it)")
         files[f"{rules.STICK_DIR}/plans/{name}.json"] = \
             (json.dumps(stick_plan(plan), indent=2, sort_keys=True) + "\n").encode()
         index[plan["node"]["mac"]] = name

@@ -112,6 +112,17 @@ def write_tarball(image: str, disk: str, fstype: str, hostname: str,
         os.rmdir(mnt)
 
 
+def inside(root: str, rel: str) -> str:
+    """root/rel, refused if a symlink in the image leads it out of root (a tarball's
+    `boot -> /boot` must not make create write into the node's own /boot)."""
+    path = os.path.join(root, rel)
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    if real != top and not real.startswith(top + os.sep):
+        raise DiskError(f"the image's /{rel} leads out of its root (to {real}): the "
+                        "tarball holds a symlink to an absolute path; fix the image")
+    return path
+
+
 def _has_grub(root: str) -> bool:
     """The unpacked root can boot itself: a kernel, grub-mkimage and GRUB's BIOS modules."""
     return bool(_kernels(root)) and os.path.isfile(os.path.join(root, GRUB_MKIMAGE)) \
@@ -121,6 +132,7 @@ def _has_grub(root: str) -> bool:
 GRUB_MKIMAGE = "usr/bin/grub-mkimage"
 GRUB_BIOS = "usr/lib/grub/i386-pc"
 BOOT_CODE = 440                 # boot.img's bytes before the disk signature and the table
+DRIVE_CHECK = 0x66              # boot.img: a jump over the "boot drive is a hard disk" fix-up
 
 
 def _kernels(root: str) -> List[str]:
@@ -140,30 +152,33 @@ def install_grub(disk: str, root: str, fs_uuid: str, log: Callable[[str], None])
     boot.img and core.img look for each other by default); the modules and a grub.cfg from
     the root's /etc/default/grub go to /boot/grub. `update-grub` in the instance later
     rewrites that grub.cfg from the same settings."""
-    grub = os.path.join(root, "boot/grub")
-    shutil.copytree(os.path.join(root, GRUB_BIOS), os.path.join(grub, "i386-pc"),
+    os.makedirs(inside(root, "boot/grub"), exist_ok=True)
+    shutil.copytree(inside(root, GRUB_BIOS), inside(root, "boot/grub/i386-pc"),
                     dirs_exist_ok=True)
-    early = os.path.join(root, "boot/grub/i386-pc/early.cfg")
+    early = inside(root, "boot/grub/i386-pc/early.cfg")
     with open(early, "w", encoding="utf-8") as f:
         f.write(f"search.fs_uuid {fs_uuid} root\nset prefix=($root)/boot/grub\n")
     run(["chroot", root, "grub-mkimage", "-O", "i386-pc", "-d", "/" + GRUB_BIOS,
          "-c", "/boot/grub/i386-pc/early.cfg", "-p", "/boot/grub",
          "-o", "/boot/grub/i386-pc/core.img", "biosdisk", "part_msdos", "ext2",
          "search_fs_uuid"], log)
-    with open(os.path.join(grub, "i386-pc/core.img"), "rb") as f:
+    with open(inside(root, "boot/grub/i386-pc/core.img"), "rb") as f:
         core = f.read()
     if len(core) > PART_START - SECTOR:
         raise DiskError(f"the image's GRUB core is {len(core)} bytes: more than the "
                         f"{PART_START - SECTOR} before the partition")
-    with open(os.path.join(root, GRUB_BIOS, "boot.img"), "rb") as f:
-        boot = f.read(BOOT_CODE)
+    with open(inside(root, GRUB_BIOS + "/boot.img"), "rb") as f:
+        boot = bytearray(f.read(BOOT_CODE))
+    # As grub-bios-setup does for a hard disk: no jump over the fix-up for BIOSes that pass
+    # a wrong boot drive.
+    boot[DRIVE_CHECK:DRIVE_CHECK + 2] = b"\x90\x90"
     with open(disk, "r+b") as f:
         f.write(boot)
         f.seek(SECTOR)
         f.write(core)
         f.flush()
         os.fsync(f.fileno())
-    with open(os.path.join(grub, "grub.cfg"), "w", encoding="utf-8") as f:
+    with open(inside(root, "boot/grub/grub.cfg"), "w", encoding="utf-8") as f:
         f.write(grub_cfg(root, fs_uuid))
     log(f"GRUB written to {disk}, booting {_kernels(root)[-1]}")
 
@@ -213,15 +228,14 @@ def _shell_assignments(path: str) -> dict:
 def _configure(root: str, fs_uuid: str, fstype: str, hostname: str) -> None:
     """What an unpacked root needs to be this instance: its fstab, its name, and the mount
     points that root tarballs leave out (diskimage-builder's among them)."""
-    etc = os.path.join(root, "etc")
-    os.makedirs(etc, exist_ok=True)
+    os.makedirs(inside(root, "etc"), exist_ok=True)
     for point in ("proc", "sys", "dev", "run", "tmp"):
-        os.makedirs(os.path.join(root, point), exist_ok=True)
-    os.chmod(os.path.join(root, "tmp"), 0o1777)
-    with open(os.path.join(etc, "fstab"), "w", encoding="utf-8") as f:
+        os.makedirs(inside(root, point), exist_ok=True)
+    os.chmod(inside(root, "tmp"), 0o1777)
+    with open(inside(root, "etc/fstab"), "w", encoding="utf-8") as f:
         f.write(f"# Written by the image OS definition.\nUUID={fs_uuid}\t/\t{fstype}\t"
                 "errors=remount-ro\t0\t1\n")
-    with open(os.path.join(etc, "hostname"), "w", encoding="utf-8") as f:
+    with open(inside(root, "etc/hostname"), "w", encoding="utf-8") as f:
         f.write(hostname.split(".")[0] + "\n")
 
 
