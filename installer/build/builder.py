@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -65,9 +66,8 @@ def build(cluster: Cluster, outdir: str, *, images: bool = True, progress=print)
     for image in cluster.instance_image.images:    # the placed copy, not the cache's
         if image.build:
             placed = os.path.join(outdir, layout.INSTANCE_IMAGES, image.filename)
-            a = artifacts[f"instance:{image.name}"]
-            artifacts[f"instance:{image.name}"] = a.__class__(placed, a.size, a.sha256,
-                                                              a.cached)
+            key = f"instance:{image.name}"
+            artifacts[key] = dataclasses.replace(artifacts[key], path=placed)
     summary = {
         "cluster": cluster.fqdn, "release": cluster.release.name, "outdir": outdir,
         "seconds": round(time.monotonic() - start, 1),

@@ -357,17 +357,25 @@ def build_os_image(outdir: str, *, release: str, packages: list[str], mirror: st
 
 def _build_os_base(cached, release, elements, packages, mirror, security_mirror, proxy,
                    progress):
+    env = _dib_env(release, mirror, security_mirror, proxy,
+                   {"GANETI_NODE_PACKAGES": " ".join(packages)})
+    _build_root_tarball(cached, "os", elements, env, ["zstd", "-q", "-T0", "-10", "-c"],
+                        "root.tar.zst", progress)
+
+
+def _build_root_tarball(cached: Path, name: str, elements: list[str], env: dict,
+                        compress: list[str], output: str, progress) -> None:
+    """diskimage-builder's root tarball, compressed into the cache entry with its sha256;
+    the entry appears whole or not at all (built in a .work sibling, then renamed)."""
     work = cached.with_name(cached.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = _dib_env(release, mirror, security_mirror, proxy,
-                   {"GANETI_NODE_PACKAGES": " ".join(packages)})
-    tar = _run_dib("os", elements, work, env, progress)
-    progress(f"  os: compressing the {release} root")
-    with open(tar, "rb") as src, open(work / "root.tar.zst", "wb") as dst:
-        subprocess.run(["zstd", "-q", "-T0", "-10", "-c"], stdin=src, stdout=dst, check=True)
+    tar = _run_dib(name, elements, work, env, progress)
+    progress(f"  {name}: compressing the {env['DIB_RELEASE']} root")
+    with open(tar, "rb") as src, open(work / output, "wb") as dst:
+        subprocess.run(compress, stdin=src, stdout=dst, check=True)
     tar.unlink()
-    _write_sha256(work / "root.tar.zst")
+    _write_sha256(work / output)
     shutil.rmtree(cached, ignore_errors=True)
     os.replace(work, cached)
 
@@ -443,26 +451,11 @@ def build_instance_image(release: str, *, mirror: str, security_mirror: str | No
                 probe_mirror(mirror, release)
                 progress(f"building the {release} instance image (diskimage-builder); "
                          "a few minutes")
-                _build_instance_base(cached, release, elements, mirror, security_mirror,
-                                     proxy, progress)
+                env = _dib_env(release, mirror, security_mirror, proxy, {})
+                _build_root_tarball(cached, "instance", elements, env,
+                                    ["gzip", "-6", "-n", "-c"], tarball.name, progress)
     digest = (cached / "root.tar.gz.sha256").read_text().split()[0]
     return Artifact(str(tarball), tarball.stat().st_size, digest, hit)
-
-
-def _build_instance_base(cached, release, elements, mirror, security_mirror, proxy,
-                         progress):
-    work = cached.with_name(cached.name + ".work")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    env = _dib_env(release, mirror, security_mirror, proxy, {})
-    tar = _run_dib("instance", elements, work, env, progress)
-    progress(f"  instance: compressing the {release} root")
-    with open(tar, "rb") as src, open(work / "root.tar.gz", "wb") as dst:
-        subprocess.run(["gzip", "-6", "-n", "-c"], stdin=src, stdout=dst, check=True)
-    tar.unlink()
-    _write_sha256(work / "root.tar.gz")
-    shutil.rmtree(cached, ignore_errors=True)
-    os.replace(work, cached)
 
 
 # -- placing cached files --------------------------------------------------------------------
