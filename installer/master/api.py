@@ -97,7 +97,9 @@ class Service:
             future.add_done_callback(self.running.discard)
 
 
-SERVICE = web.AppKey("service", Service)
+# aiohttp 3.9 brought typed application keys; Debian 12's python3-aiohttp is 3.8.4, and the
+# master installed from an `usb --all` stick runs serve on it: a plain string key there.
+SERVICE: Any = web.AppKey("service", Service) if hasattr(web, "AppKey") else "service"
 
 
 def error(status: int, message: str) -> web.Response:
@@ -284,7 +286,7 @@ async def post_event(request: web.Request) -> web.Response:
     """A node's report: no token, no further look (401 before the body is read)."""
     svc: Service = request.app[SERVICE]
     token, refusal = _bearer(request, NODE_TOKEN)
-    if refusal:
+    if refusal is not None:
         return refusal
     try:
         body = await asyncio.wait_for(request.read(), limits.BODY_TIMEOUT)
@@ -352,7 +354,9 @@ def _bearer(request: web.Request, fix: str) -> tuple[str, web.Response | None]:
     """The request's bearer token, or a 401 naming the request and FIX."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return "", error(401, f"{request.method} {request.path} needs a token: {fix}")
+        resp = error(401, f"{request.method} {request.path} needs a token: {fix}")
+        resp.force_close()      # its body is never read: not kept alive to drain it
+        return "", resp
     return token.strip(), None
 
 
@@ -383,7 +387,7 @@ def _admin(request: web.Request, *, loopback: bool) -> web.Response | None:
     if loopback and request.remote in LOOPBACK:
         return None
     token, refusal = _bearer(request, ADMIN_TOKEN)
-    if refusal:
+    if refusal is not None:
         return refusal
     svc: Service = request.app[SERVICE]
     if not secrets.compare_digest(token, svc.admin_token):
@@ -395,7 +399,8 @@ def _admin(request: web.Request, *, loopback: bool) -> web.Response | None:
 def admin_only(handler):
     """Status routes show MACs, events and messages: the admin's, or the serving host's."""
     async def guarded(request: web.Request) -> web.StreamResponse:
-        return _admin(request, loopback=True) or await handler(request)
+        refusal = _admin(request, loopback=True)    # tested with `is`: an aiohttp 3.8
+        return refusal if refusal is not None else await handler(request)  # Response is falsy
     guarded.__doc__ = handler.__doc__
     return guarded
 
@@ -467,7 +472,7 @@ async def get_unknown(request: web.Request) -> web.Response:
 async def post_reinstall(request: web.Request) -> web.Response:
     svc: Service = request.app[SERVICE]
     refusal = _admin(request, loopback=False)
-    if refusal:
+    if refusal is not None:
         return refusal
     return await _answer(svc, reinstall_node, svc, request.match_info["name"])
 
@@ -476,7 +481,7 @@ async def post_reload(request: web.Request) -> web.Response:
     """The cluster file's new node MACs, taken without a restart; the body is not read."""
     svc: Service = request.app[SERVICE]
     refusal = _admin(request, loopback=False)
-    if refusal:
+    if refusal is not None:
         return refusal
     if svc.reload is None:
         return error(503, "this serve cannot reload its cluster file: restart it")
@@ -492,7 +497,7 @@ async def get_secrets(request: web.Request) -> web.Response:
     travels in plain HTTP to whoever asks first, does not carry it."""
     svc: Service = request.app[SERVICE]
     token, refusal = _bearer(request, NODE_TOKEN)
-    if refusal:
+    if refusal is not None:
         return refusal
     return await _answer(svc, node_secrets, svc, request.match_info["name"], token)
 
@@ -542,7 +547,7 @@ async def post_isos(request: web.Request) -> web.Response:
     """Runs until every node has the ISOs or failed (minutes for large ones)."""
     svc: Service = request.app[SERVICE]
     refusal = _admin(request, loopback=False)      # serve reads the files it names as root
-    if refusal:
+    if refusal is not None:
         return refusal
     try:
         body = await request.json()
@@ -560,7 +565,7 @@ async def post_isos(request: web.Request) -> web.Response:
 async def delete_iso(request: web.Request) -> web.Response:
     svc: Service = request.app[SERVICE]
     refusal = _admin(request, loopback=False)
-    if refusal:
+    if refusal is not None:
         return refusal
     name = request.match_info["name"]
     return await _iso_job(svc, lambda: svc.isos.remove(name))

@@ -104,14 +104,48 @@ class GatedHandler(RequestHandler):
             return
         self.address = address
         super().connection_made(transport)
+        # aiohttp before 3.9 (Debian 12's, where a master installed from an `usb --all`
+        # stick runs serve) starts no timer before the first request: a head sent a byte at
+        # a time held the connection for ever. This one closes it (later ones: keep-alive).
+        self.head_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            limits.HEADER_TIMEOUT, self._head_too_late)
+        self.head_lines = 0
 
     def data_received(self, data: bytes) -> None:
-        if self.address is not None:
-            super().data_received(data)
+        if self.address is None:
+            return
+        if self.head_timer is not None and self._too_many_lines(data):
+            return
+        super().data_received(data)
+        if self.head_timer is not None and self._request_count:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _too_many_lines(self, data: bytes) -> bool:
+        """aiohttp 3.8 counts no header lines: bound them here (one request per connection
+        there, see runner(), so the first head is every head)."""
+        end = data.find(b"\r\n\r\n")
+        self.head_lines += (data if end < 0 else data[:end]).count(b"\n")
+        if self.head_lines <= limits.MAX_HEADERS + 1 or self.transport is None:
+            return False
+        why = f"more than {limits.MAX_HEADERS} header lines"
+        self.gate.note(self.address or "", f"bad HTTP from {self.address}: {why}")
+        self.transport.write(refusal(400, "Bad Request", f"not a valid HTTP request: {why}"))
+        self._head_too_late()
+        return True
+
+    def _head_too_late(self) -> None:
+        self.head_timer = None
+        if not self._request_count and self.transport is not None:
+            self.force_close()
+            self.transport.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.address is None:
             return
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         self.gate.release(self.address)
         self.address = None
         super().connection_lost(exc)
@@ -129,13 +163,26 @@ class GatedHandler(RequestHandler):
         return resp
 
 
+# aiohttp 3.9 brought typed application keys, and with them the limits tested here.
+OLD_AIOHTTP = not hasattr(web, "AppKey")
+
+
+async def _one_request(request: web.Request, response: web.StreamResponse) -> None:
+    response.force_close()
+
+
 def runner(app: web.Application) -> web.AppRunner:
     """The application's runner with serve's settings: the keep-alive timer is the header
     timeout (aiohttp starts it at connect and after each answer, and a half-sent request
-    does not stop it); what a refused body still sends is read for LINGER seconds only."""
+    does not stop it); what a refused body still sends is read for LINGER seconds only.
+    Under aiohttp 3.8 every connection carries one request: its first head is the one
+    GatedHandler bounds in time and lines."""
+    if OLD_AIOHTTP:
+        app.on_response_prepare.append(_one_request)
     return web.AppRunner(app, access_log=None, handle_signals=False,
                          keepalive_timeout=limits.HEADER_TIMEOUT,
-                         lingering_time=limits.LINGER)
+                         lingering_time=limits.LINGER,
+                         max_headers=limits.MAX_HEADERS)    # aiohttp 3.8's default: 32768
 
 
 async def listen(run: web.AppRunner, gate: Gate, host: str, port: int,

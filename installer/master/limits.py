@@ -26,6 +26,7 @@ PAGE_BYTES = 1 << 20        # ... and their messages' characters (at least one e
 # -- connections ---------------------------------------------------------------------------
 HEADER_TIMEOUT = 15.0       # s from connect (or the last answer) to a whole request head
 BODY_TIMEOUT = 15.0         # s to read a report's body once its head came
+MAX_HEADERS = 128           # header lines in a request head (aiohttp 3.9 on: its default)
 LINGER = 2.0                # s an answered connection may still send the body it owed
 PER_ADDRESS = 64            # open connections from one client address
 TOTAL = 1024                # open connections in all, of which
