@@ -15,7 +15,8 @@ top=$PWD
 # apt-cacher-ng (their package cache) for the VM tests, xorriso for the ISO the cluster test
 # boots, and the tools the tests check files with; ipmitool for `ganeti-installer power`,
 # OpenIPMI's simulated BMC (ipmi_sim) for its test, mkntfs for the disk-safety VM test's
-# office disk.
+# office disk; Debian's own python3-aiohttp, -jinja2, -pexpect and -requests, which a master
+# installed from an `usb --all` stick runs serve with (tests/test_serve_debian.py).
 APT_PACKAGES=(
   python3 python3-venv python3-pip git sudo debootstrap qemu-utils qemu-system-x86 kpartx
   squashfs-tools cpio zstd xz-utils gdisk dosfstools e2fsprogs curl ca-certificates
@@ -23,6 +24,7 @@ APT_PACKAGES=(
   dnsmasq-base iproute2 ifupdown bridge-utils vlan debconf busybox openssh-server uftp
   openssh-client procps vde2 iputils-ping apt-cacher-ng ipxe-qemu xorriso
   ovmf ipmitool openipmi ntfs-3g
+  python3-aiohttp python3-jinja2 python3-pexpect python3-requests
 )
 
 need_root() {
