@@ -51,7 +51,11 @@ SYSTEMD_EXTRA = ("systemd-sysv", "python3-cffi-backend", "fdisk", "python3-reque
                  # The cluster's services: Debian's debootstrap OS definition beside our
                  # `image` one (qemu-img for its qcow2 images), uftp to receive ISOs by
                  # multicast, efibootmgr to keep network boot first on UEFI PCs.
-                 "ganeti-instance-debootstrap", "qemu-utils", "uftp", "efibootmgr")
+                 "ganeti-instance-debootstrap", "qemu-utils", "uftp", "efibootmgr",
+                 # What `serve` needs beyond Python and Ganeti, so that the master installed
+                 # from an `usb --all` stick serves the others (dnsmasq-base: the program,
+                 # without a service of its own on every node).
+                 "python3-aiohttp", "python3-jinja2", "python3-pexpect", "dnsmasq-base")
 
 RELEASES: dict[str, Release] = {
     "wheezy": Release(
