@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Install-stick benchmark: the time `ganeti-installer usb` takes to make the stick image
 from a built OUTDIR (the bundled example's by default), and the image's size against what it
-carries. With --install, also the same PC (QEMU, TCG, OVMF, 1.5 GiB, 2 vCPUs) installed twice
-in the same run: once from the stick with no network, once over the network from a stand-in
-master (the netboot kernel and initrd loaded by QEMU, as iPXE would: bench/bench_install.py's
-install), each from QEMU's start to the power-off after "installed" (the stick's with its
-10 s "remove the stick" wait), then the installed disk's boot to its login prompt.
+carries; once more with --all (OUTDIR, serve's state and the program for the master). With
+--install, also the same PC (QEMU, TCG, OVMF, 1.5 GiB, 2 vCPUs) installed twice in the same
+run: once from the stick with no network, once over the network from a stand-in master (the
+netboot kernel and initrd loaded by QEMU, as iPXE would: bench/bench_install.py's install), each
+from QEMU's start to the power-off after "installed" (the stick's with its 10 s "remove the
+stick" wait), then the installed disk's boot to its login prompt.
 Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_usb.py [--outdir out/cluster] [--runs 3] [--install]
@@ -50,12 +51,13 @@ def main() -> int:
         stick = os.path.join(work, "stick.img")
         for _ in range(args.runs):
             start = time.monotonic()
-            subprocess.run(CLI + ["usb", cluster, args.outdir, "--output", stick, "--state",
-                                  os.path.join(work, "state")], check=True, cwd=REPO,
-                           env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL)
+            make_stick(cluster, args.outdir, stick, work)
             times.append(time.monotonic() - start)
             size = os.path.getsize(stick)
             used = os.stat(stick).st_blocks * 512
+        start = time.monotonic()
+        make_stick(cluster, args.outdir, stick + ".all", work, "--all")
+        all_time, all_size = time.monotonic() - start, os.path.getsize(stick + ".all")
         if args.install:
             installs = compare_installs(work, stick, args.outdir)
     mib = 1 << 20
@@ -63,6 +65,8 @@ def main() -> int:
           f"{carried(args.outdir) / mib:.0f} MiB from {args.outdir}")
     print(f"made in {statistics.median(times):.2f} s (median of {args.runs}; "
           f"{', '.join(f'{t:.2f}' for t in times)})")
+    print(f"with --all (the master serves from it): {all_size / mib:.0f} MiB, made in "
+          f"{all_time:.2f} s")
     if args.install:
         for how, (install, boot) in installs.items():
             print(f"{how:<22} install {install:6.1f} s, disk boot to login {boot:5.1f} s, "
@@ -71,6 +75,12 @@ def main() -> int:
         print(f"stick / network: {(si + sb) / (ni + nb):.2f} (install alone "
               f"{si / ni:.2f})")
     return 0
+
+
+def make_stick(cluster: str, outdir: str, stick: str, work: str, *extra: str) -> None:
+    subprocess.run(CLI + ["usb", cluster, outdir, "--output", stick, "--state",
+                          os.path.join(work, "state"), *extra], check=True, cwd=REPO,
+                   env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL)
 
 
 def compare_installs(work: str, stick: str, outdir: str) -> dict[str, tuple[float, float]]:

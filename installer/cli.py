@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import NoReturn
 
@@ -496,7 +497,7 @@ def _stick_plans(cluster: config.Cluster, outdir: str, state_dir: str,
 
 
 def cmd_usb(args) -> int:
-    from installer.build import stickdevice, usb
+    from installer.build import servinghost, stickdevice, usb
     from installer.master import statedir
     cluster = _load(args.file, False)
     if cluster is None:
@@ -508,22 +509,40 @@ def cmd_usb(args) -> int:
     if args.node and args.node not in names:
         raise InstallerError(f"no node '{args.node}' in {args.file}: use one of "
                              f"{', '.join(names)}")
-    if cluster.instance_image.images:   # the node would wait for them with no network
-        raise InstallerError(f"{args.file} names instance images ([[instance_image.images]]), "
-                             "which a node fetches from serve at install and a stick does not "
-                             "carry yet: make the stick from a cluster file without them (the "
-                             "master's `rebuild` later installs the full plan over PXE)")
+    if args.all:
+        servinghost.check(cluster, args.file, args.node)
     usb.check_tools()
     state_dir = args.state or statedir.default(cluster, args.outdir)
     plans_dir = os.path.join(args.outdir, "plans")
     if not os.path.isdir(plans_dir):
         raise InstallerError(f"{plans_dir} is missing: run ganeti-installer build "
                              f"{args.file} {args.outdir} first")
-    if args.device:     # checked before the state directory or any file is touched
-        sized = usb.contents(args.outdir, _rendered_plans(args, names))
-        stickdevice.check(args.device, usb.image_bytes(sized))
-    stick = usb.contents(args.outdir, _stick_plans(cluster, args.outdir, state_dir,
-                                                   [args.node] if args.node else names))
+    with tempfile.TemporaryDirectory(prefix="ganeti-installer-usb-") as work:
+        if args.device:     # checked before the state directory or any file is touched
+            sized = _stick(args, cluster, _rendered_plans(args, names), None, work)
+            stickdevice.check(args.device, usb.image_bytes(sized))
+        plans = _stick_plans(cluster, args.outdir, state_dir,
+                             [args.node] if args.node else names)
+        stick = _stick(args, cluster, plans, state_dir, work)
+        return _write_stick(args, cluster, stick)
+
+
+def _stick(args, cluster: config.Cluster, plans: dict[str, dict], state_dir: str | None,
+           work: str):
+    """What goes on the stick; with --all, the master's serving host too (state_dir None:
+    without serve's state, only to size it)."""
+    from installer.build import servinghost, usb
+    if args.all:
+        plans = dict(plans, **{cluster.master: servinghost.master_plan(plans[cluster.master])})
+    stick = usb.contents(args.outdir, plans)
+    if args.all:
+        stick.files.update(servinghost.stick_files(cluster, args.file, args.outdir,
+                                                   state_dir, work))
+    return stick
+
+
+def _write_stick(args, cluster: config.Cluster, stick) -> int:
+    from installer.build import stickdevice, usb
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.outdir)),
                                          f".{cluster.name}-stick.img")
     try:
@@ -531,6 +550,9 @@ def cmd_usb(args) -> int:
         os.chmod(output, 0o600)     # it carries the nodes' report tokens
         print(f"stick image {output}: {os.path.getsize(output) >> 20} MiB, sha256 {digest}, "
               f"{len(stick.nodes)} node(s): {', '.join(n for n, _ in stick.nodes)}")
+        if args.all:
+            print(f"{cluster.master} becomes the serving host: it carries OUTDIR, serve's "
+                  "state (its SSH key, the nodes' tokens) and the program")
         if args.device:
             stickdevice.write(output, args.device)
             print(f"{args.device}: written; it boots BIOS and UEFI PCs and installs them "
@@ -641,6 +663,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--device", metavar="DEV", help="write onto this stick (a whole, removable "
                    "or USB disk with nothing mounted), e.g. /dev/sdb")
     u.add_argument("--node", help="a stick for this node only (default: every node)")
+    u.add_argument("--all", action="store_true", help="the master installed from the stick "
+                   "becomes the serving host: the stick also carries OUTDIR, serve's state "
+                   "(its SSH key, tokens) and this program, and the master runs serve from "
+                   "its first boot, so the other PCs PXE-boot from it (bookworm or trixie)")
     u.add_argument("--state", metavar="DIR", help="serve's state directory, where the tokens "
                    "are (default: as serve)")
     u.set_defaults(func=cmd_usb)

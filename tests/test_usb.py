@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import struct
 import subprocess
 from pathlib import Path
@@ -251,9 +252,10 @@ def test_a_loop_device_is_refused_and_nothing_is_written(tmp_path, capsys):
     assert backing.read_bytes() == b"\xab" * (1 << 20)
 
 
-def test_a_cluster_with_instance_images_gets_no_stick_yet(tmp_path, capsys):
-    """Its nodes would wait for the images from serve, with no network: refused, nothing
-    written."""
+@pytest.mark.integration
+def test_a_cluster_with_instance_images_gets_them_on_its_stick(tmp_path, capsys):
+    """The stick carries the images its nodes would fetch from serve: nothing is fetched
+    during a stick install."""
     image = tmp_path / "tiny.raw"
     image.write_bytes(b"\0" * 4096)
     data = example_data()
@@ -261,9 +263,100 @@ def test_a_cluster_with_instance_images_gets_no_stick_yet(tmp_path, capsys):
                                           "file": str(image)}]}
     path = tmp_path / "cluster.toml"
     path.write_bytes(tomli_w.dumps(data).encode())
+    out = fake_outdir(tmp_path / "out")
+    assert cli.main(["render", str(path), str(out)]) == 0
+    assert cli.main(["usb", str(path), str(out), "--output", str(tmp_path / "stick.img"),
+                     "--state", str(tmp_path / "state")]) == 0, capsys.readouterr().err
+    listing = set(mtools("mdir", tmp_path / "stick.img", "-/", "-b", "::/").split())
+    assert "::/instance-images/tiny-x86_64.raw" in listing, sorted(listing)
+    plan = json.loads(mtools("mtype", tmp_path / "stick.img",
+                             "::/ganeti-installer/plans/node2.json"))
+    assert plan["instance_images"][0]["stick_path"] == \
+        f"{rules.STICK_MOUNT}/instance-images/tiny-x86_64.raw"
+
+
+# -- --all: the master becomes the serving host ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def all_stick(tmp_path_factory):
+    work = tmp_path_factory.mktemp("all")
+    out = fake_outdir(work / "out")
+    render.write_plans(render.render_plans(load_example()), str(out))
+    (out / "tftp").mkdir()
+    (out / "tftp" / "boot.ipxe").write_text("#!ipxe\n")
+    image = work / "stick.img"
+    assert cli.main(["usb", example_path("cluster.toml"), str(out), "--output", str(image),
+                     "--state", str(work / "state"), "--all"]) == 0
+    return image, work
+
+
+@pytest.mark.integration
+def test_an_all_stick_carries_outdir_state_cluster_file_and_program(all_stick):
+    image, _ = all_stick
+    listing = set(mtools("mdir", image, "-/", "-b", "::/").split())
+    serve = "::/ganeti-installer/serve"
+    for path in (f"{serve}/out/plans/node3.json", f"{serve}/out/tftp/boot.ipxe",
+                 f"{serve}/state/state.db", f"{serve}/state/ssh/id_ed25519",
+                 f"{serve}/cluster.toml",
+                 f"{serve}/program/installer/cli.py",
+                 f"{serve}/program/installer/master/serve.py",
+                 f"{serve}/program/installer/build/templates/node/interfaces.j2"):
+        assert path in listing, path
+    # The netboot and OS images are on the stick once, where every node reads them.
+    assert not any(p.startswith((f"{serve}/out/netboot", f"{serve}/out/images")) for p in listing)
+    assert not any("__pycache__" in p for p in listing)
+    conf = mtools("mtype", image, f"{serve}/out/dnsmasq/dnsmasq.conf")
+    assert "tftp-root=/var/lib/ganeti-installer/serve/out/tftp" in conf, conf
+
+
+@pytest.mark.integration
+def test_only_the_master_plan_makes_a_serving_host(all_stick):
+    image, _ = all_stick
+    master = json.loads(mtools("mtype", image, "::/ganeti-installer/plans/node1.json"))
+    other = json.loads(mtools("mtype", image, "::/ganeti-installer/plans/node2.json"))
+    assert planschema.check(master) == [] and "serving_host" not in other
+    copies = {c["to"]: c for c in master["serving_host"]["copies"]}
+    assert copies["/var/lib/ganeti-installer/serve/state"]["private"]
+    assert copies["/var/lib/ganeti-installer/serve/out/netboot"]["from"] == \
+        f"{rules.STICK_MOUNT}/netboot"
+    assert list(copies)[0] == "/var/lib/ganeti-installer/serve/out"   # before what goes in it
+    unit = next(f for f in master["files"]
+                if f["path"] == "/etc/systemd/system/ganeti-installer-serve.service")
+    assert "ExecStart=/usr/bin/python3 -m installer.cli serve /etc/ganeti-installer/cluster.toml" \
+        in unit["content"]
+
+
+@pytest.mark.integration
+def test_the_carried_state_holds_the_tokens_of_the_stick_plans(all_stick, tmp_path):
+    """serve on the master takes the reports of the nodes installed from this stick."""
+    image, _ = all_stick
+    subprocess.run(["mcopy", "-i", f"{image}@@{usb.ESP_START * usb.SECTOR}",
+                    "::/ganeti-installer/serve/state/state.db", str(tmp_path / "state.db")],
+                   check=True)
+    db = sqlite3.connect(tmp_path / "state.db")
+    tokens = dict(db.execute("SELECT name, token FROM nodes"))
+    db.close()
+    for name in ("node1", "node2", "node3"):
+        plan = json.loads(mtools("mtype", image, f"::/ganeti-installer/plans/{name}.json"))
+        assert tokens[name] == plan["report"]["token"], name
+
+
+@pytest.mark.parametrize("change, extra, said", [
+    (lambda d: d["network"]["provisioning"].update(on_master=False,
+                                                    management_address="192.168.20.2"),
+     [], "network.provisioning.on_master is false"),
+    (lambda d: d["cluster"].update(release="bullseye"), [], "needs Python 3.11"),
+    (lambda d: None, ["--node", "node2"], "leave out --node node2"),
+])
+def test_all_refuses_a_master_that_cannot_serve(tmp_path, capsys, change, extra, said):
+    data = example_data()
+    change(data)
+    path = tmp_path / "cluster.toml"
+    path.write_bytes(tomli_w.dumps(data).encode())
     assert cli.main(["usb", str(path), str(tmp_path / "out"), "--output",
-                     str(tmp_path / "stick.img"), "--state", str(tmp_path / "state")]) == 1
-    assert "names instance images" in capsys.readouterr().err
+                     str(tmp_path / "stick.img"), "--state", str(tmp_path / "state"),
+                     "--all", *extra]) == 1
+    assert said in capsys.readouterr().err
     assert not (tmp_path / "stick.img").exists() and not (tmp_path / "state").exists()
 
 
@@ -352,3 +445,38 @@ def test_offline_reports_stay_in_the_outbox_and_nothing_is_sent(tmp_path, monkey
     kept = json.loads((tmp_path / client.OUTBOX).read_text())
     assert [e["status"] for e in kept["events"]] == ["started", "installed"]
     assert kept["token"] == "tok"
+
+
+def test_the_master_copies_its_serving_host_from_the_stick(tmp_path):
+    """OUTDIR, the state (private), the program, serve's unit enabled; a resumed install
+    copies again over what an earlier attempt left."""
+    from installer.agent import servinghost as agent_side
+    from installer.agent.proc import Runner
+    from installer.build import servinghost
+    mount = tmp_path / "stick"
+    for rel in ("netboot/vmlinuz", "images/bookworm.ext4.zst",
+                "ganeti-installer/serve/out/plans/node2.json",
+                "ganeti-installer/serve/state/ssh/id_ed25519",
+                "ganeti-installer/serve/cluster.toml",
+                "ganeti-installer/serve/program/installer/cli.py"):
+        (mount / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mount / rel).write_text(rel)
+    plan = servinghost.master_plan(plans_with_tokens()["node1"])
+    for copy in plan["serving_host"]["copies"]:
+        copy["from"] = copy["from"].replace(rules.STICK_MOUNT, str(mount))
+    root = tmp_path / "target"
+    out = root / "var/lib/ganeti-installer/serve/out"
+    for _ in range(2):      # the second: a resumed install
+        agent_side.install(plan, str(root), Runner(), log=lambda line: None)
+        assert (out / "netboot/vmlinuz").read_text() == "netboot/vmlinuz"
+        assert (out / "plans/node2.json").exists() and (out / "images/bookworm.ext4.zst").exists()
+    state = root / "var/lib/ganeti-installer/serve/state"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert oct((state / "ssh/id_ed25519").stat().st_mode & 0o777) == "0o600"
+    assert oct((out / "plans/node2.json").stat().st_mode & 0o777) == "0o644"
+    assert (root / "usr/local/lib/ganeti-installer-serve/installer/cli.py").exists()
+    assert (root / "etc/ganeti-installer/cluster.toml").read_text() == \
+        "ganeti-installer/serve/cluster.toml"
+    link = root / "etc/systemd/system/multi-user.target.wants/ganeti-installer-serve.service"
+    assert os.readlink(link) == "/etc/systemd/system/ganeti-installer-serve.service"
+    assert not list(root.rglob("*.part"))

@@ -24,6 +24,7 @@ from installer.agent import (
     osinstall,
     rules,
     savedplan,
+    servinghost,
 )
 from installer.agent.client import Reporter, fetch_secrets
 from installer.agent.proc import Runner
@@ -159,6 +160,7 @@ class Installer:
             configure.write_files(self.plan, t)  # again: packages may ship the same paths
             for path in instancefetch.fetch_all(self.plan, t.root, self.run):
                 self.log(f"instance image: fetched {path}")
+            servinghost.install(self.plan, t.root, self.run, self.log)
             configure.set_root_password(self.plan, t, self._password_hash())
             configure.machine_id(t)
             self.host_keys = configure.host_keys(t)

@@ -11,6 +11,8 @@ installs them from the plans and OS image it carries, with no master and no netw
            instance-images/<file>(.sha256)      the cluster file's instance images
            ganeti-installer/index.json          MAC -> node
            ganeti-installer/plans/<node>.json   each node's plan with its report token
+           ganeti-installer/serve/              with --all: what the master serves from
+                                                (installer/build/servinghost.py)
 
 Everything is made on files as an unprivileged user could: sgdisk on the image, mkfs.fat and
 mtools at the ESP's offset, grub-mkimage, and the two BIOS boot sectors patched here the way
