@@ -50,6 +50,9 @@ def debian_serve(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # A stranger's bad request is a log line, not a traceback.
+    assert "Traceback" not in log.read_text() and "Exception in" not in log.read_text(), \
+        log.read_text()[-3000:]
 
 
 def raw(url: str, data: bytes, timeout: float = 30) -> tuple[bytes, float]:

@@ -135,10 +135,13 @@ class GatedHandler(RequestHandler):
         return True
 
     def _head_too_late(self) -> None:
-        self.head_timer = None
+        """No whole head in time (or a refused one): close. force_close() closes the
+        transport itself (flushing what was written) and drops it."""
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         if not self._request_count and self.transport is not None:
             self.force_close()
-            self.transport.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.address is None:
