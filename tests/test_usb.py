@@ -284,6 +284,8 @@ def all_stick(tmp_path_factory):
     render.write_plans(render.render_plans(load_example()), str(out))
     (out / "tftp").mkdir()
     (out / "tftp" / "boot.ipxe").write_text("#!ipxe\n")
+    (work / "state" / "isos").mkdir(parents=True)      # an ISO serve kept: not carried
+    (work / "state" / "isos" / "big.iso").write_bytes(b"iso")
     image = work / "stick.img"
     assert cli.main(["usb", example_path("cluster.toml"), str(out), "--output", str(image),
                      "--state", str(work / "state"), "--all"]) == 0
@@ -304,7 +306,7 @@ def test_an_all_stick_carries_outdir_state_cluster_file_and_program(all_stick):
         assert path in listing, path
     # The netboot and OS images are on the stick once, where every node reads them.
     assert not any(p.startswith((f"{serve}/out/netboot", f"{serve}/out/images")) for p in listing)
-    assert not any("__pycache__" in p for p in listing)
+    assert not any("__pycache__" in p or "/state/isos" in p for p in listing)
     conf = mtools("mtype", image, f"{serve}/out/dnsmasq/dnsmasq.conf")
     assert "tftp-root=/var/lib/ganeti-installer/serve/out/tftp" in conf, conf
 
@@ -347,12 +349,18 @@ def test_the_carried_state_holds_the_tokens_of_the_stick_plans(all_stick, tmp_pa
      [], "network.provisioning.on_master is false"),
     (lambda d: d["cluster"].update(release="bullseye"), [], "needs Python 3.11"),
     (lambda d: None, ["--node", "node2"], "leave out --node node2"),
+    (lambda d: d["network"]["provisioning"].update(interface="enp3s0"), [],
+     'with --all that is the master\'s trunk NIC, nic = "eth0": set interface = "eth0"'),
+    (lambda d: d.update(instance_image={"images": [{"name": "tiny", "format": "raw",
+                                                    "file": "tiny.raw"}]}), [],
+     "instance_image.images[0].file: serve on the master reads the cluster file without"),
 ])
 def test_all_refuses_a_master_that_cannot_serve(tmp_path, capsys, change, extra, said):
     data = example_data()
     change(data)
     path = tmp_path / "cluster.toml"
     path.write_bytes(tomli_w.dumps(data).encode())
+    (tmp_path / "tiny.raw").write_bytes(b"\0" * 4096)
     assert cli.main(["usb", str(path), str(tmp_path / "out"), "--output",
                      str(tmp_path / "stick.img"), "--state", str(tmp_path / "state"),
                      "--all", *extra]) == 1
@@ -466,17 +474,23 @@ def test_the_master_copies_its_serving_host_from_the_stick(tmp_path):
         copy["from"] = copy["from"].replace(rules.STICK_MOUNT, str(mount))
     root = tmp_path / "target"
     out = root / "var/lib/ganeti-installer/serve/out"
-    for _ in range(2):      # the second: a resumed install
+    for attempt in range(2):    # the second: a resumed install, cut mid-copy the first time
+        if attempt:
+            (out.parent / "out.part" / "plans").mkdir(parents=True)
+            (out.parent / "out.part" / "plans" / "half.json").write_text("{")
         agent_side.install(plan, str(root), Runner(), log=lambda line: None)
         assert (out / "netboot/vmlinuz").read_text() == "netboot/vmlinuz"
         assert (out / "plans/node2.json").exists() and (out / "images/bookworm.ext4.zst").exists()
     state = root / "var/lib/ganeti-installer/serve/state"
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     assert oct((state / "ssh/id_ed25519").stat().st_mode & 0o777) == "0o600"
-    assert oct((out / "plans/node2.json").stat().st_mode & 0o777) == "0o644"
+    # The plans and the cluster file hold the root password hash.
+    assert oct((out / "plans/node2.json").stat().st_mode & 0o777) == "0o600"
+    assert oct((out / "netboot/vmlinuz").stat().st_mode & 0o777) == "0o644"
     assert (root / "usr/local/lib/ganeti-installer-serve/installer/cli.py").exists()
-    assert (root / "etc/ganeti-installer/cluster.toml").read_text() == \
-        "ganeti-installer/serve/cluster.toml"
+    cluster_file = root / "etc/ganeti-installer/cluster.toml"
+    assert cluster_file.read_text() == "ganeti-installer/serve/cluster.toml"
+    assert oct(cluster_file.stat().st_mode & 0o777) == "0o600"
     link = root / "etc/systemd/system/multi-user.target.wants/ganeti-installer-serve.service"
     assert os.readlink(link) == "/etc/systemd/system/ganeti-installer-serve.service"
-    assert not list(root.rglob("*.part"))
+    assert not list(root.rglob("*.part")) and not list(root.rglob("half.json"))

@@ -38,8 +38,11 @@ PROGRAM = "/usr/local/lib/ganeti-installer-serve"
 UNIT_NAME = "ganeti-installer-serve.service"
 # On the stick already, for every node: copied from there, not carried twice.
 SHARED = ("netboot", "images", layout.INSTANCE_IMAGES)
-# Not state to carry: the build host's leases, SQLite's side files (the snapshot has them).
-NOT_STATE = ("dnsmasq.leases", "state.db", "state.db-wal", "state.db-shm")
+# Not state to carry: the build host's dnsmasq files, SQLite's side files (the snapshot has
+# them), and the ISOs serve keeps (big, and named by paths of the build host: `iso add` them
+# again on the master; the snapshot forgets them).
+NOT_STATE = ("dnsmasq.leases", "dnsmasq.pid", "state.db", "state.db-wal", "state.db-shm",
+             "isos")
 PROGRAM_SKIP = ("__pycache__",)
 UNIT = f"""[Unit]
 Description=ganeti-installer serve: PXE, plans, reports and joins for the cluster's PCs
@@ -70,6 +73,19 @@ def check(cluster: Cluster, cluster_file: str, node: str | None) -> None:
         raise InstallerError(f"{cluster_file}: network.provisioning.on_master is false (a "
                              "separate machine serves): --all needs the master to serve; "
                              "set it true, or make the stick without --all")
+    prov = cluster.provisioning
+    if prov.interface != prov.nic:
+        raise InstallerError(f"{cluster_file}: network.provisioning.interface = "
+                             f"\"{prov.interface}\" is where serve listens, and with --all "
+                             f"that is the master's trunk NIC, nic = \"{prov.nic}\": set "
+                             f"interface = \"{prov.nic}\"")
+    for index, image in enumerate(cluster.instance_image.images):
+        if image.build is None:
+            raise InstallerError(
+                f"{cluster_file}: instance_image.images[{index}].file: serve on the master "
+                "reads the cluster file without the files it names: give that image as "
+                "build = \"<release>\", or make the stick without --all and add it to the "
+                "master's cluster file once it runs")
     release = cluster.release
     if release.init != "systemd" or release.number < 12:
         raise InstallerError(f"{cluster_file}: cluster.release = \"{release.name}\": serve "
@@ -122,20 +138,31 @@ def snapshot(state_dir: str, work: str) -> str:
     """A consistent copy of serve's state database (SQLite's backup, WAL included)."""
     fd, path = tempfile.mkstemp(prefix="state-", suffix=".db", dir=work)
     os.close(fd)
-    source = sqlite3.connect(f"file:{os.path.join(state_dir, 'state.db')}?mode=ro", uri=True)
     try:
-        target = sqlite3.connect(path)
+        source = sqlite3.connect(f"file:{os.path.join(state_dir, 'state.db')}?mode=ro",
+                                 uri=True)
         try:
-            source.backup(target)
-            target.execute("PRAGMA journal_mode=DELETE")
+            target = sqlite3.connect(path)
+            try:
+                source.backup(target)
+                _forget_isos(target)
+                target.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                target.close()
         finally:
-            target.close()
+            source.close()
     except sqlite3.Error as e:
         raise InstallerError(f"cannot copy serve's state database in {state_dir}: {e}; stop "
                              "a serve that holds it, or give another --state") from None
-    finally:
-        source.close()
     return path
+
+
+def _forget_isos(db: sqlite3.Connection) -> None:
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    with db:
+        for table in ("iso_nodes", "isos"):
+            if table in tables:
+                db.execute(f"DELETE FROM {table}")
 
 
 def master_plan(plan: dict) -> dict:
@@ -148,8 +175,11 @@ def master_plan(plan: dict) -> dict:
     copies += [{"from": f"{mount}/{top}", "to": f"{OUT}/{top}", "private": False}
                for top in shared]
     copies += [
+        # The plans and the cluster file hold the root password hash: root's only.
+        {"from": f"{mount}/{STICK_SERVE}/out/{layout.PLANS}", "to": f"{OUT}/{layout.PLANS}",
+         "private": True},
         {"from": f"{mount}/{STICK_SERVE}/state", "to": STATE, "private": True},
-        {"from": f"{mount}/{STICK_SERVE}/cluster.toml", "to": CLUSTER_FILE, "private": False},
+        {"from": f"{mount}/{STICK_SERVE}/cluster.toml", "to": CLUSTER_FILE, "private": True},
         {"from": f"{mount}/{STICK_SERVE}/program", "to": PROGRAM, "private": False},
     ]
     plan = dict(plan)
