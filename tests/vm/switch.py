@@ -108,6 +108,11 @@ class Switch:
     def host(self, name: str, vlan: int, addresses: list[str]) -> Host:
         """A namespace `<prefix>-<name>` on an access port of `vlan` (0: untagged)."""
         host = Host(f"{self.prefix}-{name}", self.next_port, vlan, addresses)
+        # Names are per test process, and the office's switch lives for the whole session:
+        # two switches open at once need different host names.
+        if Path(f"/run/netns/{host.netns}").exists():
+            raise RuntimeError(f"{host.netns} exists: another switch of this process has a "
+                               f"host named {name!r}; give this one another name")
         subprocess.run(["ip", "netns", "add", host.netns], check=True)
         self.hosts.append(host)
         _wait_for(Path(f"/run/netns/{host.netns}"))
