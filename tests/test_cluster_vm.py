@@ -464,11 +464,24 @@ def test_testvm_nic_moves_to_the_management_bridge(testvm):
         "br-man"
 
 
+# Ganeti's RPC gives a node daemon 5 s to take a connection; a TCG node busy with a TCG guest
+# now and then misses that in the resync after the memory transfer (ci22: "Cannot resync disks
+# on node node1.project.edu: Error 28: SSL connection timeout"), the guest already moved.
+RPC_TIMEOUT = "SSL connection timeout"
+
+
 def _migrate(vm: VM) -> None:
     """`gnt-instance migrate` once the disks are in sync (as an admin checks /proc/drbd
-    first); its output if it fails."""
+    first); its output if it fails. A migration whose memory transfer completed but whose
+    resync RPC timed out is finished as Ganeti's manual says, with `migrate --cleanup`, which
+    must then succeed."""
     drbd = _drbd_in_sync(vm)
     out = run(vm, f"gnt-instance migrate -f {TESTVM} 2>&1; echo rc=$?", timeout=900)
+    if not out.strip().endswith("rc=0") and "memory transfer complete" in out \
+            and RPC_TIMEOUT in out:
+        print(f"migrate: the resync RPC timed out; migrate --cleanup\n{out}", flush=True)
+        out = run(vm, f"gnt-instance migrate --cleanup -f {TESTVM} 2>&1; echo rc=$?",
+                  timeout=900)
     assert out.strip().endswith("rc=0"), f"{out}\n/proc/drbd before:\n{drbd}"
 
 
