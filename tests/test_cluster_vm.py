@@ -183,7 +183,7 @@ def cluster_up(tmp_path_factory):
     with Switch(work) as switch:
         serving = switch.host("serve", UNTAGGED, ["10.99.0.1/24"])
         switch.plug(serving, cluster.management.vlan, "eth100", [f"{SERVE_MANAGEMENT}/24"])
-        switch.host("cluster-vlan100", cluster.management.vlan, ["192.168.20.1/24"])
+        switch.host("vlan100", cluster.management.vlan, ["192.168.20.1/24"])
         master = Master(serving, path, outdir, work)
         master.switch = switch
         vms: dict[str, VM] = {}

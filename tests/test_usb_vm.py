@@ -193,7 +193,7 @@ def served(stick, tmp_path_factory):
     cluster = done.cluster
     node3 = cluster.node("node3")
     with Switch(work) as switch:
-        switch.host("usb-vlan100", cluster.management.vlan, ["192.168.20.1/24"])
+        switch.host("vlan100", cluster.management.vlan, ["192.168.20.1/24"])
         master = VM("node1", work, memory=2048, cpus=2, disks=[done.disk],
                     nics=[switch.trunk(1, done.node.mac)]).start()
         vms = [master]

@@ -10,6 +10,7 @@ Nothing here touches the machine's own network.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -56,11 +57,15 @@ class Host:
 
 
 class Switch:
+    opened = itertools.count()
+
     def __init__(self, workdir: Path, vlans=(100, 200)):
         self.workdir = Path(workdir)
         self.sock = self.workdir / "switch"
         self.vlans = tuple(vlans)
-        self.prefix = f"gi{os.getpid() % 100000}"
+        # One prefix per switch: the office's switch lives for the whole session, so another
+        # switch of the same process may have hosts of the same names.
+        self.prefix = f"gi{os.getpid() % 100000}s{next(Switch.opened)}"
         self.hosts: list[Host] = []
         self.next_port = 20
         self.pids: list[Path] = []
@@ -108,11 +113,9 @@ class Switch:
     def host(self, name: str, vlan: int, addresses: list[str]) -> Host:
         """A namespace `<prefix>-<name>` on an access port of `vlan` (0: untagged)."""
         host = Host(f"{self.prefix}-{name}", self.next_port, vlan, addresses)
-        # Names are per test process, and the office's switch lives for the whole session:
-        # two switches open at once need different host names.
         if Path(f"/run/netns/{host.netns}").exists():
-            raise RuntimeError(f"{host.netns} exists: another switch of this process has a "
-                               f"host named {name!r}; give this one another name")
+            raise RuntimeError(f"{host.netns} exists, left by an earlier test run: "
+                               f"ip netns delete {host.netns}")
         subprocess.run(["ip", "netns", "add", host.netns], check=True)
         self.hosts.append(host)
         _wait_for(Path(f"/run/netns/{host.netns}"))
